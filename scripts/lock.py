@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Refresh the hash-pinned locks in locks/<database>/ from each variant's pyproject.
+
+    python scripts/lock.py            # every database
+    python scripts/lock.py sqlite     # only some
+
+Each variant's backend/pyproject.toml is rendered with Copier, then compiled with
+`uv pip compile --universal --generate-hashes` for Python 3.11 and newer. The first
+lines of every lock carry a digest of the dependency lists it was compiled from, so
+a test can tell a stale lock without the network (see `input_digest`).
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATABASES = ("postgresql", "mysql", "sqlite", "none")
+LOWEST_PYTHON = "3.11"
+# Bump when the compile options change, so every lock reads as stale.
+LOCK_FORMAT = "1"
+DIGEST_PREFIX = "# input-digest: "
+PYPROJECT = Path("template/backend/pyproject.toml.jinja")
+
+
+def render_pyproject(database: str) -> str:
+    """The backend/pyproject.toml a project generated with `database` gets."""
+    import copier  # only this step needs it
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp, "src"), Path(tmp, "dst")
+        # Only the questions and this one file: the rest of the template includes
+        # the locks that this script is about to write.
+        (src / PYPROJECT).parent.mkdir(parents=True)
+        shutil.copy(ROOT / "copier.yml", src / "copier.yml")
+        shutil.copy(ROOT / PYPROJECT, src / PYPROJECT)
+        copier.run_copy(
+            str(src),
+            str(dst),
+            data={"database": database, "python_version": LOWEST_PYTHON},
+            defaults=True,
+            unsafe=False,
+            quiet=True,
+        )
+        return (dst / "backend" / "pyproject.toml").read_text()
+
+
+def input_digest(pyproject: str) -> str:
+    """Digest of what a lock is compiled from: the dependency lists."""
+    data = tomllib.loads(pyproject)
+    inputs = {
+        "format": LOCK_FORMAT,
+        "python": LOWEST_PYTHON,
+        "dependencies": data["project"]["dependencies"],
+        "dev": data["dependency-groups"]["dev"],
+    }
+    encoded = json.dumps(inputs, sort_keys=True).encode()
+    return "sha256:" + hashlib.sha256(encoded).hexdigest()
+
+
+def recorded_digest(lock: Path) -> str | None:
+    for line in lock.read_text().splitlines():
+        if line.startswith(DIGEST_PREFIX):
+            return line.removeprefix(DIGEST_PREFIX)
+        if not line.startswith("#"):
+            break
+    return None
+
+
+def _uv() -> str:
+    beside = Path(sys.executable).with_name("uv")
+    found = str(beside) if beside.exists() else shutil.which("uv")
+    if found is None:
+        sys.exit("lock.py: uv not found (pip install uv)")
+    return found
+
+
+def _compile(pyproject: Path, out: Path, *extra: str) -> str:
+    subprocess.run(
+        [
+            _uv(),
+            "pip",
+            "compile",
+            str(pyproject),
+            "--universal",
+            "--generate-hashes",
+            "--python-version",
+            LOWEST_PYTHON,
+            "--no-header",
+            "--no-annotate",
+            "--quiet",
+            "-o",
+            str(out),
+            *extra,
+        ],
+        check=True,
+        # `--group` reads the pyproject.toml of the working directory.
+        cwd=pyproject.parent,
+        env={**os.environ, "UV_CUSTOM_COMPILE_COMMAND": "make lock"},
+    )
+    return out.read_text()
+
+
+def _header(database: str, what: str, digest: str) -> str:
+    return (
+        f"# Locked {what} dependencies (database={database}) for Python"
+        f" {LOWEST_PYTHON} and newer on every platform.\n"
+        "# Generated file: re-lock with `make lock`.\n"
+        f"{DIGEST_PREFIX}{digest}\n"
+    )
+
+
+def lock(database: str) -> None:
+    pyproject_text = render_pyproject(database)
+    digest = input_digest(pyproject_text)
+    target = ROOT / "locks" / database
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        pyproject = Path(tmp, "pyproject.toml")
+        pyproject.write_text(pyproject_text)
+        runtime = _compile(pyproject, Path(tmp, "requirements.txt"))
+        # The dev lock is held to the runtime lock's versions, so tests run exactly
+        # what production installs.
+        dev = _compile(
+            pyproject,
+            Path(tmp, "requirements-dev.txt"),
+            "--group",
+            "dev",
+            "--constraint",
+            str(Path(tmp, "requirements.txt")),
+        )
+    (target / "requirements.txt").write_text(_header(database, "runtime", digest) + runtime)
+    (target / "requirements-dev.txt").write_text(
+        _header(database, "runtime and development", digest) + dev
+    )
+    print(f"locked {database}: {digest}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("databases", nargs="*", choices=[*DATABASES, []], default=[])
+    args = parser.parse_args()
+    for database in args.databases or DATABASES:
+        lock(database)
+
+
+if __name__ == "__main__":
+    main()

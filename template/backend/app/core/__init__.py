@@ -1,0 +1,1 @@
+"""Settings, logging and middleware shared by the whole application."""

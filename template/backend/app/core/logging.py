@@ -1,0 +1,72 @@
+"""Logging: readable text for people, one JSON object per line for collectors.
+
+Every line carries the id of the request that produced it (`-` outside a request),
+taken from a context variable that the request middleware sets.
+"""
+
+import json
+import logging
+import sys
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-8s [%(request_id)s] %(name)s: %(message)s"
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the current request id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line; no third-party dependency."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class _AppHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler this module installs, so reconfiguring replaces only it."""
+
+
+def configure_logging(level: str, fmt: Literal["text", "json"]) -> None:
+    """Send all records, the server's included, through one stdout handler."""
+    handler = _AppHandler(sys.stdout)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _AppHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Uvicorn gives its loggers handlers of their own; hand their records to ours.
+    for name in ("uvicorn", "uvicorn.error"):
+        server_logger = logging.getLogger(name)
+        server_logger.handlers.clear()
+        server_logger.propagate = True
+    # Uvicorn's access log is replaced by the request middleware's: with no handler
+    # reachable, uvicorn skips formatting access lines altogether.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False

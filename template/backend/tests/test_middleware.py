@@ -1,0 +1,127 @@
+"""Request ids, access log, security headers, trusted hosts and CORS."""
+
+import logging
+import re
+
+import pytest
+from httpx import ASGITransport, AsyncClient
+from starlette.types import Message
+
+from app.core.config import Settings
+from app.core.logging import request_id_var
+from app.main import create_app
+
+
+def client_for(settings: Settings) -> AsyncClient:
+    app = create_app(settings)
+    return AsyncClient(transport=ASGITransport(app=app), base_url="http://test")
+
+
+async def test_request_id_is_generated(client: AsyncClient) -> None:
+    response = await client.get("/health")
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
+
+
+async def test_valid_incoming_request_id_is_kept(client: AsyncClient) -> None:
+    response = await client.get("/health", headers={"X-Request-ID": "edge-42.a_b"})
+    assert response.headers["x-request-id"] == "edge-42.a_b"
+
+
+@pytest.mark.parametrize("bad", ["has space", "x" * 129, "new\\nline", ""])
+async def test_unsafe_incoming_request_id_is_replaced(
+    client: AsyncClient, bad: str
+) -> None:
+    response = await client.get("/health", headers={"X-Request-ID": bad})
+    assert response.headers["x-request-id"] != bad
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
+
+
+async def test_access_log_line_has_status_and_request_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[str] = []
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(request_id_var.get())
+
+    spy = Spy()
+    logging.getLogger("app.access").addHandler(spy)
+    caplog.set_level(logging.INFO, logger="app.access")
+    try:
+        async with client_for(Settings(ENVIRONMENT="development")) as client:
+            response = await client.get("/nowhere", headers={"X-Request-ID": "rid-1"})
+    finally:
+        logging.getLogger("app.access").removeHandler(spy)
+    assert response.status_code == 404
+    (record,) = [r for r in caplog.records if r.name == "app.access"]
+    assert record.getMessage().startswith("GET /nowhere 404 ")
+    assert seen == ["rid-1"]
+    assert request_id_var.get() == "-"
+
+
+async def test_no_access_log_in_production_by_default(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.access")
+    async with client_for(Settings(ENVIRONMENT="production")) as client:
+        await client.get("/health")
+    assert not [r for r in caplog.records if r.name == "app.access"]
+
+
+async def test_security_headers_on_every_response(client: AsyncClient) -> None:
+    for path in ("/health", "/nowhere"):
+        headers = (await client.get(path)).headers
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["content-security-policy"] == "frame-ancestors 'none'"
+        assert headers["referrer-policy"] == "no-referrer"
+        assert "strict-transport-security" not in headers
+
+
+async def test_hsts_follows_production_hardening() -> None:
+    settings = Settings(ENVIRONMENT="production")
+    async with client_for(settings) as client:
+        headers = (await client.get("/health")).headers
+    assert ("strict-transport-security" in headers) is settings.hsts_enabled
+
+
+async def test_untrusted_host_is_refused() -> None:
+    settings = Settings(ALLOWED_HOSTS=["api.example.com", "*.example.org"])
+    async with client_for(settings) as client:
+        refused = await client.get("/health")
+        allowed = await client.get("/health", headers={"host": "a.example.org"})
+    assert refused.status_code == 400
+    assert "x-request-id" in refused.headers
+    assert allowed.status_code == 200
+
+
+async def test_cors_allows_only_configured_origins() -> None:
+    settings = Settings(CORS_ORIGINS=["https://app.example.com"])
+    preflight = {"access-control-request-method": "GET"}
+    async with client_for(settings) as client:
+        allowed = await client.options(
+            "/health", headers={"origin": "https://app.example.com", **preflight}
+        )
+        refused = await client.options(
+            "/health", headers={"origin": "https://evil.example", **preflight}
+        )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert refused.status_code == 400
+    assert "access-control-allow-origin" not in refused.headers
+
+
+async def test_non_http_scopes_pass_through() -> None:
+    app = create_app(Settings())
+    calls: list[str] = []
+
+    async def receive() -> Message:
+        calls.append("receive")
+        return {"type": "lifespan.shutdown"}
+
+    async def send(message: Message) -> None:
+        calls.append(message["type"])
+
+    await app({"type": "lifespan", "state": {}}, receive, send)
+    assert "lifespan.shutdown.complete" in calls

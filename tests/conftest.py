@@ -1,0 +1,85 @@
+"""Shared helpers for the template's tests: rendering and the answer space."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+COPIER_YML = yaml.safe_load((REPO / "copier.yml").read_text())
+QUESTIONS = {name: spec for name, spec in COPIER_YML.items() if not name.startswith("_")}
+ASKED = [name for name, spec in QUESTIONS.items() if spec.get("when") is not False]
+COMPUTED = [name for name, spec in QUESTIONS.items() if spec.get("when") is False]
+
+
+def choices(question: str) -> list[Any]:
+    """The allowed values of a multiple-choice question, as copier.yml lists them."""
+    declared = COPIER_YML[question]["choices"]
+    return list(declared.values() if isinstance(declared, dict) else declared)
+
+
+def default(question: str) -> Any:
+    return COPIER_YML[question]["default"]
+
+
+PYTHON_VERSIONS = choices("python_version")
+DATABASES = choices("database")
+HARDENING = [True, False]
+DEFAULT_PYTHON = default("python_version")
+
+# The full product of the answers that change what is rendered the most.
+ANSWER_MATRIX = [
+    {"python_version": py, "database": db, "production_hardening": hardening}
+    for py, db, hardening in itertools.product(PYTHON_VERSIONS, DATABASES, HARDENING)
+]
+
+
+def matrix_id(answers: Mapping[str, Any]) -> str:
+    return "-".join(
+        f"{key}={value}" if key == "production_hardening" else str(value)
+        for key, value in answers.items()
+    )
+
+
+Renderer = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def render(copie_session: Any) -> Renderer:
+    """Render the template with the given answers, once per distinct set of answers.
+
+    Renderings are shared by every test of the session: treat them as read-only and
+    copy one (``shutil.copytree``) before changing it.
+    """
+    cache: dict[tuple[tuple[str, Any], ...], Path] = {}
+
+    def _render(**answers: Any) -> Path:
+        key = tuple(sorted(answers.items()))
+        if key not in cache:
+            result = copie_session.copy(extra_answers=answers)
+            if result.exception is not None:
+                raise result.exception
+            cache[key] = result.project_dir
+        return cache[key]
+
+    return _render
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A test of the template must never pick up the developer's Copier settings.
+    os.environ.setdefault("COPIER_SETTINGS_PATH", os.devnull)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skipped test is a failure: CI must run every test, Docker ones included."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if os.environ.get("CI") and skipped and exitstatus == 0:
+        reporter.write_line(f"CI: {len(skipped)} test(s) skipped; failing the run.")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,0 +1,140 @@
+"""Every rendering of the answer space is clean, valid and holds only what its answers need."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from conftest import ANSWER_MATRIX, COMPUTED, default, matrix_id
+
+pytestmark = pytest.mark.parametrize("answers", ANSWER_MATRIX, ids=matrix_id)
+
+BIN = Path(sys.executable).parent
+# GitHub Actions expressions (`${{ ... }}`) are the only `{{` a rendering may hold; a lone
+# `}}` is ordinary Python (nested dicts), so only openers and statement tags count.
+ACTIONS_EXPRESSION = re.compile(r"\$\{\{.*?\}\}")
+JINJA_LEFTOVER = re.compile(r"\{\{|\{%|%\}")
+COMPOSE_FILES = [
+    "docker-compose.yml",
+    "docker-compose.override.yml",
+    "docker-compose.production.yml",
+]
+# Files that exist only for a database; `database=none` renders none of them.
+DATABASE_ONLY = [
+    "backend/alembic.ini",
+    "backend/migrations",
+    "backend/app/db",
+    "backend/app/models",
+    "backend/app/api/routes/items.py",
+]
+DRIVER_PACKAGE = {"postgresql": "asyncpg", "mysql": "aiomysql", "sqlite": "aiosqlite"}
+
+
+def text_files(project: Path) -> list[Path]:
+    return [path for path in sorted(project.rglob("*")) if path.is_file()]
+
+
+@cache
+def schema(name: str) -> dict[str, Any]:
+    vendored = files("check_jsonschema.builtin_schemas.vendor") / f"{name}.json"
+    return json.loads(vendored.read_text())
+
+
+def assert_valid(document: Any, schema_name: str, path: Path) -> None:
+    errors = list(jsonschema.Draft7Validator(schema(schema_name)).iter_errors(document))
+    assert not errors, f"{path}: " + "; ".join(error.message for error in errors)
+
+
+def test_rendering_is_clean_text(render, answers):
+    project = render(**answers)
+    for path in text_files(project):
+        text = path.read_text()
+        leftovers = JINJA_LEFTOVER.findall(ACTIONS_EXPRESSION.sub("", text))
+        assert not leftovers, f"{path}: Jinja left over: {leftovers}"
+        assert text.endswith("\n"), f"{path}: no newline at the end"
+        assert not text.endswith("\n\n"), f"{path}: blank lines at the end"
+        lines = text.split("\n")
+        for number, line in enumerate(lines, 1):
+            assert line == line.rstrip(), f"{path}:{number}: trailing whitespace"
+        blank_runs = re.findall(r"\n\n\n+", text)
+        # Python, and Alembic's template of Python revisions, keep PEP 8's two blank lines.
+        if path.suffix not in {".py", ".mako"}:
+            assert not blank_runs, f"{path}: more than one blank line in a row"
+
+
+def test_python_is_formatted_and_lint_free(render, answers):
+    backend = render(**answers) / "backend"
+    for command in (["check", "--no-cache"], ["format", "--check", "--no-cache"]):
+        result = subprocess.run(
+            [BIN / "ruff", *command, "."],
+            cwd=backend,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_yaml_parses_and_compose_and_workflows_match_their_schemas(render, answers):
+    project = render(**answers)
+    yaml_files = [p for p in text_files(project) if p.suffix in {".yml", ".yaml"}]
+    assert yaml_files
+    documents = {path: yaml.safe_load(path.read_text()) for path in yaml_files}
+    for name in COMPOSE_FILES:
+        assert_valid(documents[project / name], "compose-spec", project / name)
+    for path in (project / ".github" / "workflows").glob("*.yml"):
+        assert_valid(documents[path], "github-workflows", path)
+    dependabot = project / ".github" / "dependabot.yml"
+    assert_valid(documents[dependabot], "dependabot", dependabot)
+
+
+def test_dockerfiles_pass_hadolint(render, answers):
+    backend = render(**answers) / "backend"
+    dockerfiles = sorted(backend.glob("Dockerfile*"))
+    assert [path.name for path in dockerfiles] == ["Dockerfile", "Dockerfile.production"]
+    result = subprocess.run([BIN / "hadolint", *dockerfiles], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_answers_file_records_the_answers(render, answers):
+    recorded = yaml.safe_load((render(**answers) / ".copier-answers.yml").read_text())
+    for question, value in answers.items():
+        assert recorded[question] == value
+    assert recorded["workers"] == default("workers")
+    assert {"_src_path", "_commit"} <= set(recorded)
+    assert COMPUTED
+    assert not set(COMPUTED) & set(recorded)
+
+
+def test_only_the_chosen_database_is_rendered(render, answers):
+    project = render(**answers)
+    database = answers["database"]
+    for relative in DATABASE_ONLY:
+        assert (project / relative).exists() == (database != "none"), relative
+    compose = yaml.safe_load((project / "docker-compose.yml").read_text())
+    services = set(compose["services"])
+    assert ("db" in services) == (database in {"postgresql", "mysql"})
+    assert ("migrate" in services) == (database != "none")
+    requirements = (project / "backend" / "requirements.txt").read_text().lower()
+    for other, package in DRIVER_PACKAGE.items():
+        assert (f"\n{package}==" in requirements) == (other == database), package
+    assert ("sqlalchemy" in requirements) == (database != "none")
+
+
+def test_python_version_reaches_the_images_and_the_project(render, answers):
+    project = render(**answers)
+    version = answers["python_version"]
+    for dockerfile in ("Dockerfile", "Dockerfile.production"):
+        text = (project / "backend" / dockerfile).read_text()
+        assert f"ARG PYTHON_VERSION={version}\n" in text
+    pyproject = (project / "backend" / "pyproject.toml").read_text()
+    assert f'requires-python = ">={version}"' in pyproject
