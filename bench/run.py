@@ -1,0 +1,542 @@
+"""Benchmark the generated backend's images against a naive baseline with a real Docker engine.
+
+Renders the template, builds each variant's image, runs it and measures: `copier copy`
+time, cold build, code-only rebuild, build context, image size and bytes added over the
+base image, `docker run` to first 200, idle memory, and requests/s with p50/p99 latency of
+/health and of a database-backed read at 64 connections. Every figure is the median of
+--runs runs (min and max kept, raw samples in the JSON).
+
+Variants: the defaults (hardening on), hardening off, a naive one-stage baseline of the
+same app and base image (bench/baseline/Dockerfile), and our image run with the seed
+guide's environment knobs (PYTHONOPTIMIZE=1, PYTHONDONTWRITEBYTECODE=1).
+
+Needs: a Docker engine with BuildKit; locally, the base image
+${PYTHON_IMAGE:-python:X.Y-slim} (X.Y: the default answer) and a PostgreSQL image
+${POSTGRES_IMAGE:-postgres:17}; at least 2 cores; `wrk` and `taskset` on the host
+(Debian: apt-get install -y wrk util-linux). The app server is pinned to core 1, the load
+generator and the database to core 0. Results go to --out (bench/out/, not committed);
+--publish also writes bench/results.{json,md,png}, which the README shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import copier
+import measure
+import report
+import yaml
+from measure import MB, BenchError, Resources
+from spec import BENCH, FIGURES, OURS, REPO, VARIANTS, Stage, Variant
+
+CONNECTIONS = 64
+PORT = 8000  # the app's, in its container
+APP_CPU = 1  # the server's core: per-worker figures come from one worker on one core
+LOAD_CPU = 0  # wrk and the database share the other core
+WARMUP_S = 1  # before each measured load: opens the database pool, fills caches
+IDLE_SETTLE_S = 1.0  # after start-up, before idle memory is read
+SEED_ROWS = 10
+ROUTES = {"health": "/health", "items": f"/api/items?limit={SEED_ROWS}"}
+STARTUP_LINE = "Application startup complete"
+# Same settings for every variant, so images are compared and not app configurations;
+# the image's healthcheck probes would add processes to the memory and load figures.
+RUN_ENV = {"ENVIRONMENT": "production"}
+RUN_ARGS = ("--no-healthcheck",)
+# `docker run`'s spelling of the compose keys that change how the backend runs; the
+# others (resource limits, restart policy) do not change these figures.
+COMPOSE_FLAGS: dict[str, Callable[[Any], list[str]]] = {
+    "read_only": lambda on: ["--read-only"] if on else [],
+    "tmpfs": lambda mounts: [f"--tmpfs={mount}" for mount in mounts],
+    "cap_drop": lambda caps: [f"--cap-drop={cap}" for cap in caps],
+    "security_opt": lambda options: [f"--security-opt={option}" for option in options],
+    "init": lambda on: ["--init"] if on else [],
+    "user": lambda user: [f"--user={user}"],
+}
+DB_USER = "bench"
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# --- Set-up -------------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    """Everything the measurements of one invocation share."""
+
+    runs: int
+    duration: float
+    quick: bool
+    workdir: Path
+    resources: Resources
+    network: str = ""
+    database_url: str = ""
+    answers: dict[str, Any] = field(default_factory=dict)  # the defaults, as rendered
+    projects: dict[str, Path] = field(default_factory=dict)  # by variant
+    contexts: dict[str, Path] = field(default_factory=dict)  # by image owner
+    images: dict[str, str] = field(default_factory=dict)  # tag by image owner
+    run_args: dict[str, list[str]] = field(default_factory=dict)  # by variant
+
+    @property
+    def base_image(self) -> str:
+        default = f"python:{self.answers['python_version']}-slim"
+        return os.environ.get("PYTHON_IMAGE", default)
+
+
+def owners(stage: Stage) -> dict[str, str]:
+    """For each variant, the variant whose measurement of `stage` it shares."""
+    first: dict[str, str] = {}
+    shared = {}
+    for variant in VARIANTS:
+        key = {
+            Stage.RENDER: json.dumps(dict(variant.answers), sort_keys=True),
+            Stage.BUILD: variant.image_owner,
+            Stage.RUN: variant.name,
+        }[stage]
+        shared[variant.name] = first.setdefault(key, variant.name)
+    return shared
+
+
+def measured(stage: Stage) -> list[Variant]:
+    """The variants that measure `stage` themselves."""
+    return [v for v in VARIANTS if owners(stage)[v.name] == v.name]
+
+
+def render(answers: Mapping[str, Any], dst: Path) -> Path:
+    copier.run_copy(
+        str(REPO),
+        str(dst),
+        data=dict(answers),
+        defaults=True,
+        unsafe=False,
+        vcs_ref="HEAD",
+        quiet=True,
+    )
+    return dst
+
+
+def rendered_answers(project: Path) -> dict[str, Any]:
+    """The answers file without Copier's own entries (source path, commit)."""
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    return {key: value for key, value in answers.items() if not key.startswith("_")}
+
+
+def compose_run_args(project: Path) -> list[str]:
+    """The production compose file's settings of the backend, as `docker run` options."""
+    compose = yaml.safe_load((project / "docker-compose.production.yml").read_text())
+    backend = compose["services"]["backend"]
+    return [flag for key, to_flags in COMPOSE_FLAGS.items() if key in backend
+            for flag in to_flags(backend[key])]  # fmt: skip
+
+
+def build_context(variant: Variant, project: Path, workdir: Path) -> Path:
+    if variant.dockerfile is None:
+        return project / "backend"
+    # The naive way has no .dockerignore: the build context is the whole directory.
+    context = workdir / f"context-{variant.name}"
+    shutil.copytree(project / "backend", context)
+    (context / ".dockerignore").unlink(missing_ok=True)
+    return context
+
+
+def start_database(bench: Bench) -> None:
+    image = os.environ.get("POSTGRES_IMAGE", "postgres:17")
+    name = bench.resources.name("db")
+    env = {"POSTGRES_USER": DB_USER, "POSTGRES_PASSWORD": DB_USER, "POSTGRES_DB": DB_USER}
+    bench.resources.container(
+        image, "--network", bench.network, f"--cpuset-cpus={LOAD_CPU}", *env_args(env), name=name
+    )
+    # Over TCP: an initialising server listens on its socket only, so this is the real one.
+    probe = ["docker", "exec", name, "pg_isready", "-h", "127.0.0.1", "-U", DB_USER]
+    deadline = time.monotonic() + measure.START_TIMEOUT_S
+    while subprocess.run(probe, capture_output=True, check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise BenchError(f"{image} did not accept connections:\n{measure.logs(name)}")
+        time.sleep(0.5)
+    bench.database_url = f"postgresql+asyncpg://{DB_USER}:{DB_USER}@{name}:5432/{DB_USER}"
+
+
+def set_up(bench: Bench) -> None:
+    for variant in VARIANTS:
+        render_owner = owners(Stage.RENDER)[variant.name]
+        if render_owner not in bench.projects:
+            log(f"rendering {dict(variant.answers) or 'the defaults'}")
+            bench.projects[render_owner] = render(variant.answers, bench.workdir / render_owner)
+        bench.projects[variant.name] = bench.projects[render_owner]
+        compose = variant.compose_settings
+        bench.run_args[variant.name] = (
+            compose_run_args(bench.projects[variant.name]) if compose else []
+        )
+    bench.answers = rendered_answers(bench.projects[OURS])
+    if bench.answers["database"] != "postgresql":
+        raise BenchError("the database-backed figures need the default database, postgresql")
+    for variant in measured(Stage.BUILD):
+        project = bench.projects[variant.name]
+        bench.contexts[variant.name] = build_context(variant, project, bench.workdir)
+        bench.images[variant.name] = f"{bench.resources.prefix}-{variant.name}:latest"
+    bench.network = bench.resources.network("net")
+    start_database(bench)
+
+
+# --- Measurements -------------------------------------------------------------------------
+
+Figures = dict[str, float]
+Details = dict[str, Any]
+
+
+def env_args(env: Mapping[str, str]) -> list[str]:
+    return [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
+
+
+def measure_copier(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
+    cli = Path(sys.executable).parent / "copier"
+    dst = bench.workdir / f"cli-{variant.name}"
+    # Copier casts each value to its question's type; booleans as YAML spells them.
+    data = [
+        arg
+        for key, value in variant.answers.items()
+        for arg in ("-d", f"{key}={json.dumps(value) if isinstance(value, bool) else value}")
+    ]
+    start = time.perf_counter()
+    measure.run([str(cli), "copy", "--defaults", "--vcs-ref", "HEAD", *data, str(REPO), str(dst)])
+    seconds = time.perf_counter() - start
+    shutil.rmtree(dst)
+    return {"copier_copy_s": seconds}, {}
+
+
+def edit_code(context: Path) -> None:
+    """A code-only change: a new line at the end of the app's entry module."""
+    with (context / "app" / "main.py").open("a") as module:
+        module.write(f"# benchmark edit {secrets.token_hex(4)}\n")
+
+
+def measure_build(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
+    context = bench.contexts[variant.name]
+    tag = bench.images[variant.name]
+
+    def build(no_cache: bool) -> measure.Build:
+        result = measure.build(
+            context,
+            variant.dockerfile or context / "Dockerfile",
+            tag=tag,
+            target=None if variant.dockerfile else "production",  # the baseline has one stage
+            build_args={"PYTHON_IMAGE": bench.base_image},
+            no_cache=no_cache,
+        )
+        bench.resources.keep_image(result.image_id)
+        return result
+
+    # Cold means nothing reused: no layer, no cache mount (so every package is downloaded
+    # again); only the local base image stays. --quick keeps the cache: it checks that
+    # every step works, and measures nothing.
+    measure.prune_build_cache(everything=not bench.quick)
+    cold = build(no_cache=not bench.quick)
+    edit_code(context)
+    warm = build(no_cache=False)
+    size = measure.image_bytes(tag)
+    figures = {
+        "cold_build_s": cold.seconds,
+        "rebuild_s": warm.seconds,
+        "rebuild_steps_run": len(warm.steps_run),
+        "rebuild_dependency_steps_run": len(warm.dependency_steps_run),
+        "context_mb": cold.context_bytes / MB,
+        "image_mb": size / MB,
+        "added_mb": (size - measure.image_bytes(bench.base_image)) / MB,
+    }
+    return figures, {"rebuild_steps_run": warm.steps_run, "cold_steps_run": cold.steps_run}
+
+
+def app_container(bench: Bench, variant: Variant, purpose: str, *args: str, workers: int) -> str:
+    env = {
+        **RUN_ENV,
+        "DATABASE_URL": bench.database_url,
+        "WEB_CONCURRENCY": str(workers),
+        **variant.run_env,
+    }
+    return bench.resources.container(
+        bench.images[variant.image_owner],
+        "--network",
+        bench.network,
+        *RUN_ARGS,
+        *bench.run_args[variant.name],
+        *env_args(env),
+        *args,
+        name=bench.resources.name(variant.name, purpose),
+    )
+
+
+def migrate(bench: Bench, variant: Variant) -> None:
+    """The one-off migration step, with the variant's own image."""
+    name = bench.resources.name(variant.name, "migrate")
+    bench.resources.containers.append(name)
+    options = ["--rm", "--name", name, "--network", bench.network, *bench.run_args[variant.name]]
+    options += env_args({"DATABASE_URL": bench.database_url})
+    measure.docker("run", *options, bench.images[variant.image_owner], "alembic", "upgrade", "head")
+
+
+def measure_start(bench: Bench, variant: Variant) -> Figures:
+    """Start-up time and idle memory with the project's default number of workers."""
+    workers = int(bench.answers["workers"])
+    port = measure.free_port()
+    start = time.perf_counter()
+    name = app_container(bench, variant, "start", "-p", f"127.0.0.1:{port}:{PORT}", workers=workers)
+    try:
+        first_200 = measure.wait_for_200("127.0.0.1", port, "/health", since=start, name=name)
+        measure.wait_for_log(name, STARTUP_LINE, workers)
+        time.sleep(IDLE_SETTLE_S)
+        procs = measure.processes(name)
+        found = measure.workers(procs)
+        if len(found) != workers:
+            raise BenchError(f"{name}: expected {workers} workers, found {procs}")
+        return {
+            "first_200_s": first_200,
+            "idle_pss_worker_mb": statistics.mean(p.pss for p in found) / MB,
+            "idle_container_mb": sum(p.pss for p in procs) / MB,
+        }
+    finally:
+        bench.resources.remove_container(name)
+
+
+def seed_rows(host: str) -> None:
+    for index in range(SEED_ROWS):
+        body = {"name": f"bench item {index}", "description": "seeded by the benchmark"}
+        status, text = measure.request(host, PORT, "POST", "/api/items", body)
+        if status not in (201, 409):  # 409: seeded by an earlier run
+            raise BenchError(f"seeding /api/items answered {status}: {text!r}")
+
+
+def measure_load(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
+    """Idle RSS and throughput of one worker pinned to its own core."""
+    name = app_container(bench, variant, "load", f"--cpuset-cpus={APP_CPU}", workers=1)
+    try:
+        # Straight to the container's bridge address: a published port would put
+        # docker-proxy, unpinned, between wrk and the server.
+        host = measure.container_ip(name, bench.network)
+        measure.wait_for_200(host, PORT, "/health", since=time.perf_counter(), name=name)
+        measure.wait_for_log(name, STARTUP_LINE, 1)
+        time.sleep(IDLE_SETTLE_S)
+        (worker,) = measure.workers(measure.processes(name))
+        figures: Figures = {"idle_rss_1w_mb": worker.rss / MB}
+        seed_rows(host)
+        details: Details = {}
+        for route, path in ROUTES.items():
+            if (status := measure.request(host, PORT, "GET", path)[0]) != 200:
+                raise BenchError(f"{name}: GET {path} answered {status}")
+            url = f"http://{host}:{PORT}{path}"
+            if not bench.quick:
+                measure.wrk(url, connections=CONNECTIONS, seconds=WARMUP_S, cpu=LOAD_CPU)
+            load = measure.wrk(url, connections=CONNECTIONS, seconds=bench.duration, cpu=LOAD_CPU)
+            figures |= {f"{route}_rps": load.rps, f"{route}_p50_ms": load.p50_ms}
+            figures[f"{route}_p99_ms"] = load.p99_ms
+            details[f"{route}_errors"] = load.errors
+            if load.errors:
+                log(f"{variant.name} {path}: {load.errors}")
+        return figures, details
+    finally:
+        bench.resources.remove_container(name)
+
+
+def measure_run(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
+    migrate(bench, variant)
+    start = measure_start(bench, variant)
+    figures, details = measure_load(bench, variant)
+    return start | figures, details
+
+
+MEASURES: dict[Stage, Callable[[Bench, Variant], tuple[Figures, Details]]] = {
+    Stage.RENDER: measure_copier,
+    Stage.BUILD: measure_build,
+    Stage.RUN: measure_run,
+}
+
+
+# --- Collection ---------------------------------------------------------------------------
+
+
+@dataclass
+class Samples:
+    figures: dict[str, dict[str, list[float]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
+    # By variant and stage: what a run saw besides its figures (steps rebuilt, errors).
+    details: dict[str, dict[Stage, list[Details]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
+
+    def add(self, variant: str, stage: Stage, figures: Figures, details: Details) -> None:
+        for key, value in figures.items():
+            self.figures[variant][key].append(value)
+        self.details[variant][stage].append(details)
+
+
+def measure_all(bench: Bench) -> Samples:
+    """Run after run, every variant in turn, so slow drifts of the machine hit all alike."""
+    samples = Samples()
+    for index in range(1, bench.runs + 1):
+        for stage, measure_stage in MEASURES.items():
+            for variant in measured(stage):
+                log(f"run {index}/{bench.runs}: {stage.value} {variant.name}")
+                samples.add(variant.name, stage, *measure_stage(bench, variant))
+    return samples
+
+
+def summary(values: Iterable[float]) -> dict[str, Any]:
+    samples = list(values)
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "samples": samples,
+    }
+
+
+def variant_results(bench: Bench, samples: Samples, variant: Variant) -> dict[str, Any]:
+    figures = {}
+    for figure in FIGURES:
+        owner = owners(figure.stage)[variant.name]
+        figures[figure.key] = summary(samples.figures[owner][figure.key]) | {
+            "shared_with": None if owner == variant.name else owner
+        }
+    return {
+        "title": variant.title,
+        "description": variant.description,
+        "color": variant.color,
+        "answers": dict(variant.answers),
+        "image_of": variant.image_of,
+        "run_env": dict(variant.run_env),
+        "run_args": bench.run_args[variant.name],
+        "figures": figures,
+        "details": {
+            stage.value: samples.details[owners(stage)[variant.name]][stage] for stage in Stage
+        },
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    def first(cmd: list[str], *, any_status: bool = False) -> str | None:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        lines = proc.stdout.strip().splitlines()
+        return lines[0] if lines and (any_status or proc.returncode == 0) else None
+
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        None,
+    )  # fmt: skip
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": os.uname().release,
+        "docker_engine": measure.docker("version", "--format", "{{.Server.Version}}"),
+        "wrk": first(["wrk", "--version"], any_status=True),  # it exits 1 after its usage
+        "template_commit": first(["git", "-C", str(REPO), "rev-parse", "HEAD"]),
+        "template_dirty": bool(first(["git", "-C", str(REPO), "status", "--porcelain"])),
+    }
+
+
+def results(bench: Bench, samples: Samples) -> dict[str, Any]:
+    data = {
+        "meta": machine_info()
+        | {
+            "runs": bench.runs,
+            "load_seconds": bench.duration,
+            "connections": CONNECTIONS,
+            "quick": bench.quick,
+            "cold_build": (
+                "with BuildKit's cache kept (--quick: not cold)"
+                if bench.quick
+                else "--no-cache after `docker builder prune --all`: no layer and no "
+                "package download cache reused; the base image is local"
+            ),
+            "base_image": bench.base_image,
+            "answers": bench.answers,
+            "database_image": os.environ.get("POSTGRES_IMAGE", "postgres:17"),
+        },
+        "figures": [report.figure_json(figure) for figure in FIGURES],
+        "variants": {v.name: variant_results(bench, samples, v) for v in VARIANTS},
+    }
+    return data | report.analysis(data)
+
+
+# --- Entry point --------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=5, help="runs per figure (default 5)")
+    parser.add_argument(
+        "--duration", type=float, default=10, help="seconds of load per route (default 10)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=BENCH / "out", help="output folder (default bench/out)"
+    )
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="also write bench/results.json, results.md and results.png (committed)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="keep BuildKit's cache for the cold builds and skip the load warm-ups: a fast "
+        "end-to-end check, not a measurement",
+    )
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.duration < 1:
+        parser.error("--runs and --duration must be at least 1")
+    return args
+
+
+def preflight() -> None:
+    if missing := measure.missing_tools():
+        raise BenchError(
+            f"missing on this host: {', '.join(missing)}; on Debian: "
+            "apt-get install -y wrk util-linux (and a Docker engine with BuildKit)"
+        )
+    if (os.cpu_count() or 1) < 2:
+        raise BenchError("needs 2 cores: one for the server, one for the load generator")
+    measure.docker("info", "--format", "{{.ServerVersion}}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        preflight()
+        prefix = f"bench-{secrets.token_hex(3)}"
+        with tempfile.TemporaryDirectory() as tmp, Resources(prefix) as resources:
+            bench = Bench(args.runs, args.duration, args.quick, Path(tmp), resources)
+            set_up(bench)
+            data = results(bench, measure_all(bench))
+    except BenchError as error:
+        log(f"failed: {error}")
+        return 1
+    written = report.write(data, args.out)
+    if args.publish:
+        written += report.write(data, BENCH)
+    log("wrote " + ", ".join(str(path) for path in written))
+    print(report.markdown(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
