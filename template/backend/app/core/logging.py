@@ -60,8 +60,16 @@ def configure_logging(level: str, fmt: Literal["text", "json"]) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # Uvicorn gives its loggers handlers of their own; hand their records to ours.
-    for name in ("uvicorn", "uvicorn.error"):
+    route_server_logs()
+
+
+def route_server_logs() -> None:
+    """Send the servers' records through the app's handler instead of their own.
+
+    Uvicorn and gunicorn give their loggers handlers of their own (gunicorn's workers
+    again as they start), which would bypass the JSON format and the request id.
+    """
+    for name in ("uvicorn", "uvicorn.error", "gunicorn.error"):
         server_logger = logging.getLogger(name)
         server_logger.handlers.clear()
         server_logger.propagate = True
