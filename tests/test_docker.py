@@ -350,11 +350,14 @@ def test_generated_suite_passes_in_the_development_container(
     project = tmp_path / "project"
     shutil.copytree(render(**answers(database)), project)
     shutil.copy(project / ".env.example", project / ".env")
-    env = {**os.environ, "COMPOSE_PROJECT_NAME": f"{PREFIX}-{uuid.uuid4().hex[:8]}"}
+    name = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
+    # Renderings share a slug, hence an image name: each gets its own development image.
+    env = {**os.environ, "COMPOSE_PROJECT_NAME": name, "BACKEND_IMAGE": name}
     try:
         output = run("make", "test", cwd=project, env=env).stdout
     finally:
         run("docker", "compose", "down", "--volumes", "--remove-orphans", cwd=project, env=env)
+        run("docker", "image", "rm", "--force", f"{name}:dev", check=False)
     assert re.search(r"\d+ passed", output), output[-2000:]
     assert "Required test coverage of 90" in output
     assert remains(env["COMPOSE_PROJECT_NAME"]) == []
