@@ -18,7 +18,7 @@ test: $(STAMP) ## Run every test of the template: renderings, generated suites, 
 	$(VENV)/bin/pytest
 
 test-fast: $(STAMP) ## Run the fast tests only (seconds; no installs, no Docker)
-	$(VENV)/bin/pytest -m "not slow and not docker"
+	$(VENV)/bin/pytest -n auto -m "not slow and not docker"
 
 lint: $(STAMP) ## Lint and format-check the template's own Python
 	$(VENV)/bin/ruff check .

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,9 @@ def render(copie_session: Any) -> Renderer:
 
 def pytest_configure(config: pytest.Config) -> None:
     # A test of the template must never pick up the developer's Copier settings.
-    os.environ.setdefault("COPIER_SETTINGS_PATH", os.devnull)
+    settings = Path(tempfile.mkdtemp(prefix="copier-settings-")) / "settings.yml"
+    settings.write_text("{}\n")
+    os.environ["COPIER_SETTINGS_PATH"] = str(settings)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
