@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -49,6 +50,32 @@ def matrix_id(answers: Mapping[str, Any]) -> str:
 
 
 Renderer = Callable[..., Path]
+
+
+def run(
+    *args: str | Path,
+    check: bool = True,
+    timeout: float = 900,
+    env: Mapping[str, str] | None = None,
+    **kwargs: Any,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command with `env` added to this process's environment; with `check`, a
+    failure fails the test and shows the end of the command's output."""
+    result = subprocess.run(
+        [str(arg) for arg in args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
+        **kwargs,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(map(str, args))} exited {result.returncode}\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+        )
+    return result
 
 
 @pytest.fixture(scope="session")

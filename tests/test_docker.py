@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import shutil
 import socket
@@ -25,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from conftest import DATABASES, DEFAULT_PYTHON, HARDENING, PYTHON_VERSIONS, Renderer
+from conftest import DATABASES, DEFAULT_PYTHON, HARDENING, PYTHON_VERSIONS, Renderer, run
 
 pytestmark = pytest.mark.docker
 
@@ -43,20 +42,6 @@ COMPOSE_FILES = [
 ]
 OTHER_PYTHONS = [version for version in PYTHON_VERSIONS if version != DEFAULT_PYTHON]
 SERVER_DATABASES = ["postgresql", "mysql"]
-
-
-def run(
-    *args: str, check: bool = True, timeout: float = 900, **kwargs: Any
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        args, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
-    )
-    if check and result.returncode != 0:
-        pytest.fail(
-            f"{' '.join(args)} exited {result.returncode}\n"
-            f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
-        )
-    return result
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -84,7 +69,7 @@ def build(
     args = ["docker", "build", "--progress=plain", "-f", str(context / dockerfile), "-t", tag]
     if target:
         args += ["--target", target]
-    result = run(*args, str(context), env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    result = run(*args, str(context), env={"DOCKER_BUILDKIT": "1"})
     return result.stderr
 
 
@@ -203,7 +188,7 @@ def container() -> Iterator[Any]:
 @pytest.mark.parametrize("database", DATABASES)
 def test_compose_files_are_valid(render: Renderer, database: str, hardening: bool) -> None:
     project = render(**answers(database, hardening))
-    env = {**os.environ, **DB_ENV}
+    env = DB_ENV
     for count in range(1, len(COMPOSE_FILES) + 1):
         for files in itertools.combinations(COMPOSE_FILES[1:], count - 1):
             options = [arg for name in ("docker-compose.yml", *files) for arg in ("-f", name)]
@@ -352,7 +337,7 @@ def test_generated_suite_passes_in_the_development_container(
     shutil.copy(project / ".env.example", project / ".env")
     name = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
     # Renderings share a slug, hence an image name: each gets its own development image.
-    env = {**os.environ, "COMPOSE_PROJECT_NAME": name, "BACKEND_IMAGE": name}
+    env = {"COMPOSE_PROJECT_NAME": name, "BACKEND_IMAGE": name}
     try:
         output = run("make", "test", cwd=project, env=env).stdout
     finally:
@@ -406,7 +391,6 @@ def stack(images: Images, render: Renderer) -> Iterator[Any]:
         repository, tag = image.rsplit(":", 1)
         name = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
         env = {
-            **os.environ,
             **DB_ENV,
             "BACKEND_IMAGE": repository,
             "BACKEND_TAG": tag,

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from conftest import Renderer
+from conftest import Renderer, run
 
 pytestmark = pytest.mark.slow
 
@@ -59,20 +59,6 @@ def uv() -> str:
     return str(beside) if beside.exists() else shutil.which("uv") or "uv"
 
 
-def run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        args,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{output[-6000:]}"
-    return output
-
-
 def admin_url(database: str) -> str:
     variable = ADMIN_URL_VARIABLE[database]
     url = os.environ.get(variable)
@@ -104,11 +90,11 @@ def project(render: Renderer, tmp_path: Path, request: pytest.FixtureRequest) ->
             pytest.fail(message)
         pytest.skip(message)
     venv = {"VIRTUAL_ENV": str(backend / ".venv")}
-    run([uv(), "venv", "--quiet", "--python", python, ".venv"], backend)
+    run(uv(), "venv", "--quiet", "--python", python, ".venv", cwd=backend)
     run(
-        [uv(), "pip", "sync", "--quiet", "--require-hashes", "requirements-dev.txt"],
-        backend,
-        venv,
+        *(uv(), "pip", "sync", "--quiet", "--require-hashes", "requirements-dev.txt"),
+        cwd=backend,
+        env=venv,
     )
     return backend
 
@@ -127,11 +113,11 @@ def database_url(
     admin = async_url(admin_url(database), database, urlsplit(admin_url(database)).path[1:])
     name = f"gen_{uuid.uuid4().hex[:12]}"
     python = str(project / ".venv" / "bin" / "python")
-    run([python, "-c", ADMIN_SQL, admin, f"CREATE DATABASE {name}"], project)
+    run(python, "-c", ADMIN_SQL, admin, f"CREATE DATABASE {name}", cwd=project)
     try:
         yield async_url(admin_url(database), database, name)
     finally:
-        run([python, "-c", ADMIN_SQL, admin, f"DROP DATABASE {name}"], project)
+        run(python, "-c", ADMIN_SQL, admin, f"DROP DATABASE {name}", cwd=project)
 
 
 @pytest.mark.parametrize("database", ["postgresql", "mysql", "sqlite", "none"])
@@ -143,19 +129,20 @@ def test_generated_app_passes_its_checks(
     if database_url:
         # Up, down and up again: the downgrade path works too.
         for step in (["upgrade", "head"], ["downgrade", "base"], ["upgrade", "head"]):
-            run([str(bin_dir / "alembic"), *step], project, env)
+            run(bin_dir / "alembic", *step, cwd=project, env=env)
 
-    output = run(
-        [str(bin_dir / "pytest"), "-n", "2", "-p", "no:cacheprovider", "-W", "error"],
-        project,
-        env,
+    result = run(
+        *(bin_dir / "pytest", "-n", "2", "-p", "no:cacheprovider", "-W", "error"),
+        cwd=project,
+        env=env,
     )
+    output = result.stdout + result.stderr
     assert "Required test coverage of 90" in output
     summary = re.search(r"(\d+) passed", output)
     assert summary, output[-2000:]
     assert " skipped" not in output.splitlines()[-1], output[-2000:]
     print(f"{database}: {summary.group(0)}; {output.splitlines()[-2].strip()}")
 
-    run([str(bin_dir / "ruff"), "check", "."], project)
-    run([str(bin_dir / "ruff"), "format", "--check", "."], project)
-    run([str(bin_dir / "mypy")], project)
+    run(bin_dir / "ruff", "check", ".", cwd=project)
+    run(bin_dir / "ruff", "format", "--check", ".", cwd=project)
+    run(bin_dir / "mypy", cwd=project)
