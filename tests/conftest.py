@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
+# The Docker fixtures (images, container, stack) live beside the helpers they use.
+pytest_plugins = ["docker_support"]
+
 REPO = Path(__file__).resolve().parent.parent
 COPIER_YML = yaml.safe_load((REPO / "copier.yml").read_text())
 QUESTIONS = {name: spec for name, spec in COPIER_YML.items() if not name.startswith("_")}

@@ -1,0 +1,230 @@
+"""Docker helpers shared by the template's Docker tests: images built once per session,
+containers and compose stacks removed after each test.
+
+Database servers come from POSTGRES_IMAGE and MARIADB_IMAGE when set (CI points them at
+local stand-ins), else the compose defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import DEFAULT_PYTHON, PYTHON_VERSIONS, Renderer, run
+
+PREFIX = "template-test"
+# Throw-away credentials for the compose stacks.
+DB_ENV = {
+    "POSTGRES_PASSWORD": "test-password",
+    "MARIADB_PASSWORD": "test-password",
+    "MARIADB_ROOT_PASSWORD": "test-root-password",
+}
+COMPOSE_FILES = [
+    "docker-compose.yml",
+    "docker-compose.override.yml",
+    "docker-compose.production.yml",
+]
+OTHER_PYTHONS = [version for version in PYTHON_VERSIONS if version != DEFAULT_PYTHON]
+SERVER_DATABASES = ["postgresql", "mysql"]
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    if shutil.which("docker") is None or run("docker", "info", check=False).returncode:
+        pytest.skip("no Docker engine answers")
+
+
+def answers(database: str, hardening: bool = True, python: str = DEFAULT_PYTHON) -> dict[str, Any]:
+    return {"python_version": python, "database": database, "production_hardening": hardening}
+
+
+def image_name(database: str, hardening: bool = True, python: str = DEFAULT_PYTHON) -> str:
+    return f"{PREFIX}-{database}-{'hardened' if hardening else 'plain'}-py{python}"
+
+
+def build(
+    context: Path,
+    tag: str,
+    *,
+    target: str | None = None,
+    dockerfile: str = "Dockerfile",
+) -> str:
+    """Builds an image and returns BuildKit's plain progress output."""
+    args = ["docker", "build", "--progress=plain", "-f", str(context / dockerfile), "-t", tag]
+    if target:
+        args += ["--target", target]
+    result = run(*args, str(context), env={"DOCKER_BUILDKIT": "1"})
+    return result.stderr
+
+
+class Images:
+    """Builds each image on first use; later requests reuse it."""
+
+    def __init__(self, render: Renderer) -> None:
+        self.render = render
+        self.built: dict[str, float] = {}
+
+    def get(
+        self,
+        database: str,
+        hardening: bool = True,
+        python: str = DEFAULT_PYTHON,
+        *,
+        kind: str = "production",
+    ) -> str:
+        project = self.render(**answers(database, hardening, python))
+        tag = f"{image_name(database, hardening, python)}:{kind}"
+        if tag not in self.built:
+            started = time.monotonic()
+            if kind == "release":
+                build(project / "backend", tag, dockerfile="Dockerfile.production")
+            else:
+                build(project / "backend", tag, target=kind)
+            self.built[tag] = time.monotonic() - started
+        return tag
+
+
+@pytest.fixture(scope="session")
+def images(docker_engine: None, render: Renderer) -> Iterator[Images]:
+    built = Images(render)
+    yield built
+    # The images go; BuildKit's cache stays for the next session.
+    if built.built:
+        run("docker", "image", "rm", "--force", *built.built, check=False)
+
+
+def inspect(kind: str, name: str) -> Any:
+    return json.loads(run("docker", kind, "inspect", name).stdout)[0]
+
+
+def http(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as error:
+        raw = error.read()
+        return error.code, json.loads(raw) if raw else None
+
+
+def wait_for_200(url: str, timeout: float = 60) -> float:
+    """Seconds until `url` first answers 200."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if http(url)[0] == 200:
+                return time.monotonic() - started
+        except OSError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"{url} did not answer 200 within {timeout} s")
+
+
+def wait_healthy(container: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = inspect("container", container)["State"]["Health"]["Status"]
+        if status == "healthy":
+            return
+        time.sleep(0.5)
+    pytest.fail(f"{container} not healthy after {timeout} s")
+
+
+def host_port(container: str) -> int:
+    out = run("docker", "port", container, "8000/tcp").stdout
+    return int(out.splitlines()[0].rsplit(":", 1)[1])
+
+
+HARDENED_RUN = [
+    "--read-only",
+    "--tmpfs",
+    "/tmp",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+]
+
+
+@pytest.fixture
+def container(docker_engine: None) -> Iterator[Any]:
+    """Starts containers from images and removes them, with their volumes, afterwards."""
+    started: list[str] = []
+
+    def _start(image: str, *options: str) -> str:
+        name = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
+        run("docker", "run", "--detach", "--name", name, "-p", "127.0.0.1::8000", *options, image)
+        started.append(name)
+        return name
+
+    yield _start
+    for name in started:
+        run("docker", "rm", "--force", "--volumes", name, check=False)
+
+
+class Stack:
+    def __init__(self, project: Path, name: str, env: dict[str, str]) -> None:
+        self.project, self.name, self.env = project, name, env
+        self.files = ["-f", "docker-compose.yml", "-f", "docker-compose.production.yml"]
+
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run(
+            "docker",
+            "compose",
+            "-p",
+            self.name,
+            *self.files,
+            *args,
+            cwd=self.project,
+            env=self.env,
+            check=check,
+        )
+
+    def container(self, service: str) -> str:
+        return self.compose("ps", "--all", "--quiet", service).stdout.strip()
+
+
+def remains(project_name: str) -> list[str]:
+    label = f"label=com.docker.compose.project={project_name}"
+    return [
+        line
+        for kind in (["ps", "--all"], ["volume", "ls"], ["network", "ls"])
+        for line in run("docker", *kind, "--quiet", "--filter", label).stdout.split()
+    ]
+
+
+@pytest.fixture
+def stack(images: Images, render: Renderer) -> Iterator[Any]:
+    stacks: list[Stack] = []
+
+    def _up(database: str, hardening: bool) -> Stack:
+        image = images.get(database, hardening)
+        repository, tag = image.rsplit(":", 1)
+        name = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
+        env = {
+            **DB_ENV,
+            "BACKEND_IMAGE": repository,
+            "BACKEND_TAG": tag,
+            "BACKEND_PORT": "0",
+        }
+        started = Stack(render(**answers(database, hardening)), name, env)
+        stacks.append(started)
+        started.compose("up", "--detach", "--wait", "--wait-timeout", "180", "--no-build")
+        return started
+
+    yield _up
+    for started in stacks:
+        started.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
