@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+# checkov's dependency caps clash with the dev group's: it gets a venv of its own.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help test test-fast lint lock bench
@@ -14,10 +17,16 @@ $(STAMP): requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --require-hashes -r requirements-dev.txt
 	touch $@
 
-test: $(STAMP) ## Run every test of the template: renderings, generated suites, images (needs Docker)
+$(CHECKOV_STAMP): requirements-checkov.txt $(STAMP)
+	$(VENV)/bin/uv venv --quiet --allow-existing --python $(PYTHON) $(CHECKOV_VENV)
+	$(VENV)/bin/uv pip install --quiet --python $(CHECKOV_VENV)/bin/python --require-hashes \
+		-r requirements-checkov.txt
+	touch $@
+
+test: $(STAMP) $(CHECKOV_STAMP) ## Run every test of the template: renderings, generated suites, images (needs Docker)
 	$(VENV)/bin/pytest
 
-test-fast: $(STAMP) ## Run the fast tests only (seconds; no installs, no Docker)
+test-fast: $(STAMP) $(CHECKOV_STAMP) ## Run the fast tests only (seconds; no installs, no Docker)
 	$(VENV)/bin/pytest -n auto -m "not slow and not docker"
 
 lint: $(STAMP) ## Lint and format-check the template's own Python
@@ -27,6 +36,8 @@ lint: $(STAMP) ## Lint and format-check the template's own Python
 lock: $(STAMP) ## Refresh the hash-pinned locks (this repo's and each generated variant's)
 	$(VENV)/bin/uv pip compile pyproject.toml --group dev --universal --generate-hashes \
 		--python-version 3.11 --quiet --output-file requirements-dev.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --group checkov --universal --generate-hashes \
+		--python-version 3.11 --quiet --output-file requirements-checkov.txt
 	$(VENV)/bin/python scripts/lock.py
 
 bench: $(STAMP) ## Measure build, size, start-up, memory and throughput (needs Docker)
