@@ -23,7 +23,7 @@ from docker_support import DB_ENV, answers
 from conftest import DATABASES, HARDENING, REPO, Renderer, matrix_id, run
 
 OVERLAYS = ["dev", "production"]
-# The oldest Kubernetes release still supported upstream and the newest the validator knows.
+# The release of the kubectl that .ci/kubectl installs, and the newest the validator knows.
 KUBERNETES_VERSIONS = ["1.33.0", kubernetes_validate.latest_version()]
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
 KUBERNETES_ANSWERS = [
