@@ -378,3 +378,21 @@ def test_pods_are_sized_like_a_one_worker_container_and_counted_from_workers(
     autoscaler = one(resources, "HorizontalPodAutoscaler")["spec"]
     assert autoscaler["minReplicas"] == max(workers, 2)
     assert autoscaler["maxReplicas"] > autoscaler["minReplicas"]
+
+
+@pytest.mark.parametrize("database", sorted(DATABASE_SERVERS))
+def test_a_release_can_apply_the_migration_and_what_it_needs_before_the_server(
+    render: Renderer, database
+):
+    """The README's release applies `-l 'app.kubernetes.io/component!=server'` first."""
+    resources = build(render(**answers(database)), "production")
+    first = [
+        resource
+        for resource in resources
+        if resource["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "server"
+    ]
+    kinds = {resource["kind"] for resource in first}
+    assert "Deployment" not in kinds
+    assert {"Namespace", "ServiceAccount", "ConfigMap", "NetworkPolicy", "Job"} <= kinds
+    readme = (render(**answers(database)) / "README.md").read_text()
+    assert "-l 'app.kubernetes.io/component!=server'" in readme
