@@ -396,3 +396,18 @@ def test_a_release_can_apply_the_migration_and_what_it_needs_before_the_server(
     assert {"Namespace", "ServiceAccount", "ConfigMap", "NetworkPolicy", "Job"} <= kinds
     readme = (render(**answers(database)) / "README.md").read_text()
     assert "-l 'app.kubernetes.io/component!=server'" in readme
+
+
+# Kinds whose names are DNS labels (Services, Namespaces) or become label values (Jobs).
+LABEL_NAMED_KINDS = {"Namespace", "Service", "Job"}
+LONGEST_SLUG = "s" * 55
+
+
+@by_overlay
+def test_the_longest_slug_allowed_gives_valid_kubernetes_names(render: Renderer, overlay):
+    resources = build(render(**answers("postgresql"), project_slug=LONGEST_SLUG), overlay)
+    for resource in resources:
+        metadata = resource["metadata"]
+        if resource["kind"] in LABEL_NAMED_KINDS:
+            assert len(metadata["name"]) <= 63, metadata["name"]
+        assert all(len(value) <= 63 for value in metadata.get("labels", {}).values())

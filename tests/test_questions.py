@@ -46,6 +46,7 @@ def test_every_question_has_help_and_a_default():
         ({"project_slug": "1service"}, "start with a letter"),
         ({"project_slug": "my--service"}, "single hyphens"),
         ({"project_slug": "service-"}, "not end with a hyphen"),
+        ({"project_slug": "s" * 56}, "at most 55 characters"),
         ({"author_name": ""}, "author_name must not be empty"),
         ({"author_email": "team"}, 'an email address like "team@example.com"'),
         ({"author_email": "team@example"}, "an email address"),
