@@ -149,8 +149,14 @@ def test_every_overlay_builds_what_the_answers_need(render: Renderer, answers, o
     database = answers["database"]
     resources = build(render(**answers), overlay)
     kinds = sorted(resource["kind"] for resource in resources)
-    expected = ["ConfigMap", "Deployment", "Namespace", "NetworkPolicy", "Service"]
-    expected.append("ServiceAccount")
+    expected = [
+        "ConfigMap",
+        "Deployment",
+        "Namespace",
+        "NetworkPolicy",
+        "Service",
+        "ServiceAccount",
+    ]
     if database in DATABASE_SERVERS:
         expected.append("Job")
     if database == "sqlite":
