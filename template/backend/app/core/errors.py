@@ -49,8 +49,9 @@ def excerpt(value: Any) -> Any:
         return value
     if isinstance(value, float) and math.isfinite(value):
         return value
-    if isinstance(value, int) and abs(value) < 10**15:
-        return value
+    if isinstance(value, int):
+        # Python refuses to write out an integer of more than 4300 digits.
+        return value if abs(value) < 10**15 else f"<{value.bit_length()}-bit integer>"
     if isinstance(value, str):
         return _excerpt_text(value)
     return _excerpt_text(_excerpt_repr.repr(value))

@@ -51,14 +51,17 @@ class HttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        # A head still incomplete after this many bytes is refused at once, so the
-        # parser never holds more than the limit and one read of it.
+        # A head still incomplete after more bytes than the limit is refused at once,
+        # so the parser never holds more than the limit and a read or two of it: the
+        # start of a head in the read that ended the previous request is not counted.
         if self._reading_head:
             self._head_bytes += len(data)
-            self._start_head_timer()
         super().data_received(data)
-        if self._reading_head and self._head_bytes > self.limits.MAX_HEADERS_SIZE:
-            self._refuse(*self._large_head)
+        if self._reading_head:
+            if self._head_bytes > self.limits.MAX_HEADERS_SIZE:
+                self._refuse(*self._large_head)
+            else:
+                self._start_head_timer()
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
