@@ -13,14 +13,17 @@ from typing import Any, ClassVar
 from uvicorn_worker import UvicornWorker
 
 from app.core.logging import route_server_logs
+from app.core.server import HttpProtocol
 
 
 class Worker(UvicornWorker):
     """uvicorn's worker (uvloop, httptools) without a `server` header to fingerprint,
-    logging through the app's handler."""
+    logging through the app's handler. Its protocol enforces the request limits:
+    gunicorn's own limit_request_* settings do not reach uvicorn's parser."""
 
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
         **UvicornWorker.CONFIG_KWARGS,
+        "http": HttpProtocol,
         "server_header": False,
     }
 
