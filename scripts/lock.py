@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Refresh the hash-pinned locks in locks/<database>/ from each variant's pyproject.
+"""Refresh the hash-pinned locks in locks/<variant>/ from each variant's pyproject.
 
-    python scripts/lock.py            # every database
-    python scripts/lock.py sqlite     # only some
+    python scripts/lock.py                   # every variant
+    python scripts/lock.py sqlite none-taskiq  # only some
+
+A variant is a database, followed by `-<queue>` when a task queue is chosen: the
+answers that change the dependency lists, and nothing else, so the locks stay few.
 
 Each variant's backend/pyproject.toml is rendered with Copier, then compiled with
 `uv pip compile --universal --generate-hashes` for Python 3.11 and newer. The first
@@ -23,6 +26,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASES = ("postgresql", "mysql", "sqlite", "none")
+TASK_QUEUES = ("none", "taskiq")
+# The same names as copier.yml's computed `lock_variant`.
+VARIANTS = {
+    f"{database}-{queue}" if queue != "none" else database: (database, queue)
+    for queue in TASK_QUEUES
+    for database in DATABASES
+}
 LOWEST_PYTHON = "3.11"
 # Bump when the compile options change, so every lock reads as stale.
 LOCK_FORMAT = "1"
@@ -30,8 +40,9 @@ DIGEST_PREFIX = "# input-digest: "
 PYPROJECT = Path("template/backend/pyproject.toml.jinja")
 
 
-def render_pyproject(database: str) -> str:
-    """The backend/pyproject.toml a project generated with `database` gets."""
+def render_pyproject(variant: str) -> str:
+    """The backend/pyproject.toml a project generated with `variant`'s answers gets."""
+    database, task_queue = VARIANTS[variant]
     import copier  # only this step needs it
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -44,7 +55,11 @@ def render_pyproject(database: str) -> str:
         copier.run_copy(
             str(src),
             str(dst),
-            data={"database": database, "python_version": LOWEST_PYTHON},
+            data={
+                "database": database,
+                "task_queue": task_queue,
+                "python_version": LOWEST_PYTHON,
+            },
             defaults=True,
             unsafe=False,
             quiet=True,
@@ -108,19 +123,21 @@ def _compile(pyproject: Path, out: Path, *extra: str) -> str:
     return out.read_text()
 
 
-def _header(database: str, what: str, digest: str) -> str:
+def _header(variant: str, what: str, digest: str) -> str:
+    database, task_queue = VARIANTS[variant]
     return (
-        f"# Locked {what} dependencies (database={database}) for Python"
+        f"# Locked {what} dependencies (database={database}, task_queue={task_queue})"
+        f" for Python"
         f" {LOWEST_PYTHON} and newer on every platform.\n"
         "# Generated file: re-lock with `make lock`.\n"
         f"{DIGEST_PREFIX}{digest}\n"
     )
 
 
-def lock(database: str) -> None:
-    pyproject_text = render_pyproject(database)
+def lock(variant: str) -> None:
+    pyproject_text = render_pyproject(variant)
     digest = input_digest(pyproject_text)
-    target = ROOT / "locks" / database
+    target = ROOT / "locks" / variant
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         pyproject = Path(tmp, "pyproject.toml")
@@ -136,19 +153,19 @@ def lock(database: str) -> None:
             "--constraint",
             str(Path(tmp, "requirements.txt")),
         )
-    (target / "requirements.txt").write_text(_header(database, "runtime", digest) + runtime)
+    (target / "requirements.txt").write_text(_header(variant, "runtime", digest) + runtime)
     (target / "requirements-dev.txt").write_text(
-        _header(database, "runtime and development", digest) + dev
+        _header(variant, "runtime and development", digest) + dev
     )
-    print(f"locked {database}: {digest}")
+    print(f"locked {variant}: {digest}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("databases", nargs="*", choices=[*DATABASES, []], default=[])
+    parser.add_argument("variants", nargs="*", choices=[*VARIANTS, []], default=[])
     args = parser.parse_args()
-    for database in args.databases or DATABASES:
-        lock(database)
+    for variant in args.variants or VARIANTS:
+        lock(variant)
 
 
 if __name__ == "__main__":

@@ -42,10 +42,25 @@ DATABASES = choices("database")
 HARDENING = [True, False]
 DEFAULT_PYTHON = default("python_version")
 
-# The full product of the answers that change what is rendered the most.
+TASK_QUEUES = choices("task_queue")
+DEFAULT_TASK_QUEUE = default("task_queue")
+
+# The full product of the answers that change what is rendered the most; each other
+# task queue with every database and hardening, at the default Python only: its files
+# do not depend on the Python version, so five of each would double the renderings
+# and prove nothing more.
 ANSWER_MATRIX = [
     {"python_version": py, "database": db, "production_hardening": hardening}
     for py, db, hardening in itertools.product(PYTHON_VERSIONS, DATABASES, HARDENING)
+] + [
+    {
+        "python_version": DEFAULT_PYTHON,
+        "database": db,
+        "production_hardening": hardening,
+        "task_queue": queue,
+    }
+    for queue, db, hardening in itertools.product(TASK_QUEUES, DATABASES, HARDENING)
+    if queue != DEFAULT_TASK_QUEUE
 ]
 
 
@@ -111,7 +126,11 @@ def render(copie_session: Any) -> Renderer:
 # prints them), and each test gets a database of its own, dropped at its end.
 # Rendered for an interpreter this machine has; the locks cover 3.11 and newer.
 NATIVE_PYTHON = "3.13"
-ADMIN_URL_VARIABLE = {"postgresql": "TEST_POSTGRES_URL", "mysql": "TEST_MYSQL_URL"}
+ADMIN_URL_VARIABLE = {
+    "postgresql": "TEST_POSTGRES_URL",
+    "mysql": "TEST_MYSQL_URL",
+    "redis": "TEST_REDIS_URL",
+}
 ASYNC_SCHEME = {"postgresql": "postgresql+asyncpg", "mysql": "mysql+aiomysql"}
 # Runs inside the generated venv, whose driver does the admin work.
 ADMIN_SQL = """
@@ -166,7 +185,8 @@ def async_url(url: str, database: str, name: str) -> str:
 @pytest.fixture
 def project(render: Renderer, tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     database = request.node.callspec.params["database"]
-    rendered = render(database=database, python_version=NATIVE_PYTHON)
+    task_queue = request.node.callspec.params.get("task_queue", DEFAULT_TASK_QUEUE)
+    rendered = render(database=database, task_queue=task_queue, python_version=NATIVE_PYTHON)
     backend = tmp_path / "backend"
     shutil.copytree(rendered / "backend", backend)
     python = find_python(NATIVE_PYTHON)

@@ -1,8 +1,10 @@
 """The generated service, installed from its locks and tested natively for every
-database: migrations, its own test suite with the coverage gate, ruff and mypy.
+database, and with the task queue: migrations, its own test suite with the coverage
+gate, ruff and mypy.
 
 PostgreSQL and MariaDB come from admin URLs in TEST_POSTGRES_URL / TEST_MYSQL_URL
 (`.ci/databases` prints them); each run creates a database of its own and drops it.
+The task queue's suite runs against the Redis of TEST_REDIS_URL.
 """
 
 from __future__ import annotations
@@ -12,17 +14,26 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATABASES, run
+from conftest import DATABASES, DEFAULT_TASK_QUEUE, TASK_QUEUES, admin_url, run
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("database", DATABASES)
+# Every database without a queue; each queue once, with the default database: its
+# code does not depend on the database.
+VARIANTS = [(database, DEFAULT_TASK_QUEUE) for database in DATABASES] + [
+    (DATABASES[0], queue) for queue in TASK_QUEUES if queue != DEFAULT_TASK_QUEUE
+]
+
+
+@pytest.mark.parametrize(("database", "task_queue"), VARIANTS)
 def test_generated_app_passes_its_checks(
-    project: Path, database_url: str | None, database: str
+    project: Path, database_url: str | None, database: str, task_queue: str
 ) -> None:
     bin_dir = project / ".venv" / "bin"
     env = {"DATABASE_URL": database_url} if database_url else {}
+    if task_queue != DEFAULT_TASK_QUEUE:
+        env["REDIS_URL"] = admin_url("redis")
     if database_url:
         # Up, down and up again: the downgrade path works too.
         for step in (["upgrade", "head"], ["downgrade", "base"], ["upgrade", "head"]):
@@ -38,7 +49,7 @@ def test_generated_app_passes_its_checks(
     summary = re.search(r"(\d+) passed", output)
     assert summary, output[-2000:]
     assert " skipped" not in output.splitlines()[-1], output[-2000:]
-    print(f"{database}: {summary.group(0)}; {output.splitlines()[-2].strip()}")
+    print(f"{database}, {task_queue}: {summary.group(0)}; {output.splitlines()[-2].strip()}")
 
     run(bin_dir / "ruff", "check", ".", cwd=project)
     run(bin_dir / "ruff", "format", "--check", ".", cwd=project)

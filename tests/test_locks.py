@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-from conftest import DATABASES, REPO, Renderer
+from conftest import REPO, Renderer
 
 
 def load_lock_script() -> ModuleType:
@@ -21,22 +21,23 @@ def load_lock_script() -> ModuleType:
 
 
 LOCK = load_lock_script()
+VARIANTS = list(LOCK.VARIANTS)
 
 
-@pytest.mark.parametrize("database", DATABASES)
-def test_locks_are_fresh(database: str) -> None:
-    digest = LOCK.input_digest(LOCK.render_pyproject(database))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_locks_are_fresh(variant: str) -> None:
+    digest = LOCK.input_digest(LOCK.render_pyproject(variant))
     for name in ("requirements.txt", "requirements-dev.txt"):
-        lock = REPO / "locks" / database / name
+        lock = REPO / "locks" / variant / name
         assert LOCK.recorded_digest(lock) == digest, (
-            f"{lock.relative_to(REPO)} is stale: run `python scripts/lock.py {database}`"
+            f"{lock.relative_to(REPO)} is stale: run `python scripts/lock.py {variant}`"
         )
 
 
-@pytest.mark.parametrize("database", DATABASES)
-def test_locks_pin_every_package_with_hashes(database: str) -> None:
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_locks_pin_every_package_with_hashes(variant: str) -> None:
     for name in ("requirements.txt", "requirements-dev.txt"):
-        text = (REPO / "locks" / database / name).read_text()
+        text = (REPO / "locks" / variant / name).read_text()
         pins = [line for line in text.splitlines() if line and line[0].isalnum()]
         assert pins, name
         assert all("==" in pin for pin in pins), name
@@ -48,13 +49,14 @@ def test_locks_pin_every_package_with_hashes(database: str) -> None:
 def test_requirement_templates_only_include_the_locks() -> None:
     backend = REPO / "template" / "backend"
     for name in ("requirements.txt", "requirements-dev.txt"):
-        expected = '{% include "locks/" ~ database ~ "/' + name + '" %}'
+        expected = '{% include "locks/" ~ lock_variant ~ "/' + name + '" %}'
         assert (backend / f"{name}.jinja").read_text() == expected
 
 
-@pytest.mark.parametrize("database", DATABASES)
-def test_rendering_ships_the_lock_byte_for_byte(render: Renderer, database: str) -> None:
-    project = render(database=database)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_rendering_ships_the_lock_byte_for_byte(render: Renderer, variant: str) -> None:
+    database, task_queue = LOCK.VARIANTS[variant]
+    project = render(database=database, task_queue=task_queue)
     for name in ("requirements.txt", "requirements-dev.txt"):
         rendered = (project / "backend" / name).read_bytes()
-        assert rendered == (REPO / "locks" / database / name).read_bytes(), name
+        assert rendered == (REPO / "locks" / variant / name).read_bytes(), name

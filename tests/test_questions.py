@@ -57,6 +57,7 @@ def test_every_question_has_help_and_a_default():
         ({"workers": 2.5}, "a whole number from 1 to 64"),
         ({"python_version": "2.7"}, "['3.11', '3.12', '3.13', '3.14', '3.15']"),
         ({"database": "oracle"}, "['postgresql', 'mysql', 'sqlite', 'none']"),
+        ({"task_queue": "celery"}, "['none', 'taskiq']"),
     ],
     ids=lambda value: repr(value) if isinstance(value, dict) else "",
 )
@@ -79,6 +80,7 @@ OTHER_ANSWER = {
     "database": "sqlite",
     "workers": 8,
     "production_hardening": False,
+    "task_queue": "taskiq",
 }
 
 

@@ -138,3 +138,29 @@ def test_python_version_reaches_the_images_and_the_project(render, answers):
         assert f"ARG PYTHON_VERSION={version}\n" in text
     pyproject = (project / "backend" / "pyproject.toml").read_text()
     assert f'requires-python = ">={version}"' in pyproject
+
+
+# Files that exist only with a task queue; `task_queue=none` renders none of them.
+TASK_QUEUE_ONLY = [
+    "backend/app/jobs",
+    "backend/app/api/routes/jobs.py",
+    "backend/app/schemas/job.py",
+    "backend/tests/test_jobs.py",
+    "deploy/k8s/base/worker-deployment.yaml",
+]
+
+
+def test_only_the_chosen_task_queue_is_rendered(render, answers):
+    project = render(**answers)
+    queued = answers.get("task_queue", default("task_queue")) != "none"
+    for relative in TASK_QUEUE_ONLY:
+        assert (project / relative).exists() == queued, relative
+    for name in COMPOSE_FILES:
+        services = set(yaml.safe_load((project / name).read_text())["services"])
+        assert ("worker" in services) == queued, name
+    base = yaml.safe_load((project / "docker-compose.yml").read_text())
+    assert ("redis" in base["services"]) == queued
+    requirements = (project / "backend" / "requirements.txt").read_text().lower()
+    for package in ("taskiq", "taskiq-redis"):
+        assert (f"\n{package}==" in requirements) == queued, package
+    assert ("\nREDIS_URL=" in (project / ".env.example").read_text()) == queued

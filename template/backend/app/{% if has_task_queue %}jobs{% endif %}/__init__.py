@@ -1,0 +1,1 @@
+"""Background jobs: the task queue, its tasks and the worker that runs them."""

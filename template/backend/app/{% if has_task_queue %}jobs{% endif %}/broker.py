@@ -1,0 +1,103 @@
+"""The task queue: a Redis stream read by a consumer group, each job acknowledged only
+once it has finished (or been re-queued for a retry), so a job a worker took is never
+lost when that worker stops.
+
+The web processes enqueue through `broker`; `python -m app.jobs` runs the worker.
+"""
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+from taskiq import SmartRetryMiddleware, TaskiqEvents, TaskiqState
+from taskiq.kicker import AsyncKicker
+from taskiq.message import TaskiqMessage
+from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
+
+from app.core.config import Settings, get_settings
+from app.jobs.heartbeat import beat
+
+QUEUE = "jobs"
+
+
+class BackoffRetryMiddleware(SmartRetryMiddleware):
+    """Retries a failed or timed-out job with exponential backoff and jitter.
+
+    The Redis stream has no delayed delivery, so the worker waits out the backoff
+    itself before it re-queues the job; the failed delivery stays unacknowledged
+    meanwhile, so a worker that stops during the wait loses nothing.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            default_retry_count=settings.JOB_MAX_ATTEMPTS,
+            default_retry_label=True,
+            default_delay=settings.JOB_RETRY_DELAY,
+            max_delay_exponent=settings.JOB_RETRY_MAX_DELAY,
+        )
+
+    def make_delay(self, message: TaskiqMessage, retries: int) -> float:
+        delay: float = min(
+            self.default_delay * 2 ** (retries - 1), self.max_delay_exponent
+        )
+        # Jitter spreads the retries of jobs that failed together.
+        return delay * random.uniform(0.5, 1.0)  # noqa: S311
+
+    async def on_send(
+        self, kicker: AsyncKicker[Any, Any], message: TaskiqMessage, delay: float
+    ) -> None:
+        await asyncio.sleep(delay)
+        await kicker.kiq(*message.args, **message.kwargs)
+
+
+def create_broker(settings: Settings) -> RedisStreamBroker:
+    # A delivery unacknowledged this long belongs to a worker that died: another
+    # worker claims it. Longer than any attempt with its backoff, so a job that is
+    # still running is never taken twice.
+    claim_after = 2 * (settings.JOB_TIMEOUT + settings.JOB_RETRY_MAX_DELAY)
+    return (
+        RedisStreamBroker(
+            url=settings.REDIS_URL,
+            queue_name=QUEUE,
+            consumer_group_name=QUEUE,
+            idle_timeout=int(claim_after * 1000),
+            unacknowledged_lock_timeout=claim_after,
+            # A Redis that does not answer is an error, not a hang.
+            socket_connect_timeout=5,
+        )
+        .with_result_backend(
+            RedisAsyncResultBackend(
+                settings.REDIS_URL,
+                result_ex_time=settings.JOB_RESULT_TTL,
+                prefix_str=f"{QUEUE}:result",
+            )
+        )
+        .with_middlewares(BackoffRetryMiddleware(settings))
+    )
+
+
+broker = create_broker(get_settings())
+
+
+@broker.on_event(TaskiqEvents.WORKER_STARTUP)
+async def _start_heartbeat(state: TaskiqState) -> None:
+    state.heartbeat = asyncio.create_task(beat())
+
+
+@broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
+async def _stop_heartbeat(state: TaskiqState) -> None:
+    state.heartbeat.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await state.heartbeat
+
+
+@contextlib.asynccontextmanager
+async def connected(_app: Any) -> AsyncIterator[None]:
+    """The web process's connection to the queue, for its lifetime."""
+    await broker.startup()
+    try:
+        yield
+    finally:
+        await broker.shutdown()

@@ -1,0 +1,19 @@
+"""The jobs the worker runs. Each gets retries with backoff and a timeout per attempt
+(app.jobs.broker, JOB_* settings); a job is enqueued with its id, so the web side can
+make a repeated request return the same job."""
+
+import asyncio
+import logging
+
+from app.core.config import get_settings
+from app.jobs.broker import broker
+
+logger = logging.getLogger(__name__)
+
+
+@broker.task(task_name="count_words", timeout=get_settings().JOB_TIMEOUT)
+async def count_words(text: str, seconds: float = 0.0) -> int:
+    """Example job: count the words of `text` after `seconds` of pretend work."""
+    logger.info("job started: count_words")
+    await asyncio.sleep(seconds)
+    return len(text.split())
