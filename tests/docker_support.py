@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import DEFAULT_PYTHON, PYTHON_VERSIONS, Renderer, run
+from conftest import DEFAULT_PYTHON, DEFAULT_TASK_QUEUE, PYTHON_VERSIONS, Renderer, run
 
 PREFIX = "template-test"
 # Throw-away credentials for the compose stacks.
@@ -28,6 +28,7 @@ DB_ENV = {
     "POSTGRES_PASSWORD": "test-password",
     "MARIADB_PASSWORD": "test-password",
     "MARIADB_ROOT_PASSWORD": "test-root-password",
+    "REDIS_PASSWORD": "test-password",
 }
 COMPOSE_FILES = [
     "docker-compose.yml",
@@ -44,12 +45,25 @@ def docker_engine() -> None:
         pytest.skip("no Docker engine answers")
 
 
-def answers(database: str, hardening: bool = True, python: str = DEFAULT_PYTHON) -> dict[str, Any]:
-    return {"python_version": python, "database": database, "production_hardening": hardening}
+def answers(
+    database: str,
+    hardening: bool = True,
+    python: str = DEFAULT_PYTHON,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+) -> dict[str, Any]:
+    chosen = {"python_version": python, "database": database, "production_hardening": hardening}
+    # The default stays implicit, so these renderings are the answer matrix's own.
+    return chosen if task_queue == DEFAULT_TASK_QUEUE else {**chosen, "task_queue": task_queue}
 
 
-def image_name(database: str, hardening: bool = True, python: str = DEFAULT_PYTHON) -> str:
-    return f"{PREFIX}-{database}-{'hardened' if hardening else 'plain'}-py{python}"
+def image_name(
+    database: str,
+    hardening: bool = True,
+    python: str = DEFAULT_PYTHON,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+) -> str:
+    queue = "" if task_queue == DEFAULT_TASK_QUEUE else f"-{task_queue}"
+    return f"{PREFIX}-{database}{queue}-{'hardened' if hardening else 'plain'}-py{python}"
 
 
 def build(
@@ -81,9 +95,10 @@ class Images:
         python: str = DEFAULT_PYTHON,
         *,
         kind: str = "production",
+        task_queue: str = DEFAULT_TASK_QUEUE,
     ) -> str:
-        project = self.render(**answers(database, hardening, python))
-        tag = f"{image_name(database, hardening, python)}:{kind}"
+        project = self.render(**answers(database, hardening, python, task_queue))
+        tag = f"{image_name(database, hardening, python, task_queue)}:{kind}"
         if tag not in self.built:
             started = time.monotonic()
             if kind == "release":
@@ -107,9 +122,11 @@ def inspect(kind: str, name: str) -> Any:
     return json.loads(run("docker", kind, "inspect", name).stdout)[0]
 
 
-def http(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
+def http(
+    url: str, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     request.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -196,6 +213,10 @@ class Stack:
     def container(self, service: str) -> str:
         return self.compose("ps", "--all", "--quiet", service).stdout.strip()
 
+    def stop(self) -> None:
+        """Removes the stack with its volumes."""
+        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+
 
 def remains(project_name: str) -> list[str]:
     label = f"label=com.docker.compose.project={project_name}"
@@ -206,25 +227,40 @@ def remains(project_name: str) -> list[str]:
     ]
 
 
+def start_stack(
+    images: Images,
+    render: Renderer,
+    database: str,
+    hardening: bool,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+) -> Stack:
+    """The production stack of a rendering, up and healthy; `stop` it afterwards."""
+    image = images.get(database, hardening, task_queue=task_queue)
+    repository, tag = image.rsplit(":", 1)
+    name = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
+    env = {
+        **DB_ENV,
+        "BACKEND_IMAGE": repository,
+        "BACKEND_TAG": tag,
+        "BACKEND_PORT": "0",
+    }
+    started = Stack(render(**answers(database, hardening, task_queue=task_queue)), name, env)
+    try:
+        started.compose("up", "--detach", "--wait", "--wait-timeout", "180", "--no-build")
+    except BaseException:
+        started.stop()
+        raise
+    return started
+
+
 @pytest.fixture
 def stack(images: Images, render: Renderer) -> Iterator[Any]:
     stacks: list[Stack] = []
 
     def _up(database: str, hardening: bool) -> Stack:
-        image = images.get(database, hardening)
-        repository, tag = image.rsplit(":", 1)
-        name = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
-        env = {
-            **DB_ENV,
-            "BACKEND_IMAGE": repository,
-            "BACKEND_TAG": tag,
-            "BACKEND_PORT": "0",
-        }
-        started = Stack(render(**answers(database, hardening)), name, env)
-        stacks.append(started)
-        started.compose("up", "--detach", "--wait", "--wait-timeout", "180", "--no-build")
-        return started
+        stacks.append(start_stack(images, render, database, hardening))
+        return stacks[-1]
 
     yield _up
     for started in stacks:
-        started.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+        started.stop()

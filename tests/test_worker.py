@@ -1,0 +1,218 @@
+"""The background-job worker of `task_queue=taskiq`: how compose and Kubernetes run it
+(fast), and the production stack with the worker and Redis, run by Docker: jobs
+enqueued through the API complete, survive a worker's SIGTERM and a Redis restart.
+
+The Docker tests share one stack, in the order written: each leaves it running.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from docker_support import (
+    DB_ENV,
+    Images,
+    Stack,
+    answers,
+    host_port,
+    http,
+    inspect,
+    start_stack,
+    wait_healthy,
+)
+from test_k8s import build, compose_production, environment_names
+
+from conftest import DATABASES, HARDENING, Renderer, run
+
+QUEUE = "taskiq"
+QUEUE_ANSWERS = [
+    answers(database, hardening, task_queue=QUEUE)
+    for database in DATABASES
+    for hardening in HARDENING
+]
+by_queue_answers = pytest.mark.parametrize(
+    "chosen", QUEUE_ANSWERS, ids=lambda a: f"{a['database']}-hardening={a['production_hardening']}"
+)
+WORKER_COMMAND = ["python", "-m", "app.jobs"]
+HEARTBEAT = ["python", "-m", "app.jobs.heartbeat"]
+# What the worker's shutdown waits for by default: JOB_TIMEOUT + JOB_RETRY_MAX_DELAY + 2.
+DEFAULT_SHUTDOWN_WAIT = 30 + 10 + 2
+HARDENING_KEYS = ["read_only", "tmpfs", "cap_drop", "security_opt", "init", "user"]
+
+
+def seconds(duration: str) -> int:
+    """A duration as compose prints it ("1m0s")."""
+    unit = {"h": 3600, "m": 60, "s": 1}
+    return sum(int(value) * unit[name] for value, name in re.findall(r"(\d+)([hms])", duration))
+
+
+@by_queue_answers
+def test_compose_worker_is_the_backend_image_with_another_command(
+    render: Renderer, chosen: dict[str, Any]
+) -> None:
+    services = compose_production(render(**chosen))
+    backend, worker = services["backend"], services["worker"]
+    assert worker["image"] == backend["image"]
+    assert worker["command"] == WORKER_COMMAND
+    assert worker["healthcheck"]["test"] == ["CMD", *HEARTBEAT]
+    assert {key: worker.get(key) for key in HARDENING_KEYS} == {
+        key: backend.get(key) for key in HARDENING_KEYS
+    }
+    assert worker["environment"].items() <= backend["environment"].items()
+    assert seconds(worker["stop_grace_period"]) > DEFAULT_SHUTDOWN_WAIT
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+@by_queue_answers
+def test_compose_redis_is_overridable_password_protected_durable(
+    render: Renderer, chosen: dict[str, Any]
+) -> None:
+    project = render(**chosen)
+    redis = compose_production(project)["redis"]
+    source = yaml.safe_load((project / "docker-compose.yml").read_text())["services"]["redis"]
+    assert source["image"] == "${REDIS_IMAGE:-redis:7}"
+    assert "${REDIS_PASSWORD:?" in " ".join(source["command"])
+    command = redis["command"]
+    assert command[command.index("--requirepass") + 1] == DB_ENV["REDIS_PASSWORD"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    (volume,) = redis["volumes"]
+    assert (volume["type"], volume["target"]) == ("volume", "/data")
+    missing = {key: value for key, value in DB_ENV.items() if key != "REDIS_PASSWORD"}
+    refused = run(
+        *("docker", "compose", "-f", project / "docker-compose.yml", "config"),
+        check=False,
+        env={**missing, "REDIS_PASSWORD": ""},
+    )
+    assert refused.returncode != 0
+    assert "set REDIS_PASSWORD in .env" in refused.stderr
+
+
+@by_queue_answers
+def test_kubernetes_worker_runs_like_compose_with_the_server_security(
+    render: Renderer, chosen: dict[str, Any]
+) -> None:
+    project = render(**chosen)
+    slug = yaml.safe_load((project / ".copier-answers.yml").read_text())["project_slug"]
+    resources = build(project, "production")
+    deployments = {d["metadata"]["name"]: d for d in resources if d["kind"] == "Deployment"}
+    server = deployments[slug]["spec"]["template"]["spec"]
+    pod = deployments[f"{slug}-worker"]["spec"]["template"]["spec"]
+    (worker,) = pod["containers"]
+    assert worker["args"] == WORKER_COMMAND
+    assert worker["image"] == server["containers"][0]["image"]
+    assert pod["securityContext"] == {
+        key: value for key, value in server["securityContext"].items() if key != "fsGroup"
+    }
+    assert worker["securityContext"] == server["containers"][0]["securityContext"]
+    for probe in ("startup", "liveness", "readiness"):
+        assert worker[f"{probe}Probe"]["exec"]["command"] == HEARTBEAT
+    assert pod["terminationGracePeriodSeconds"] > DEFAULT_SHUTDOWN_WAIT
+    secrets = {
+        variable["name"]: variable["valueFrom"]["secretKeyRef"]["name"]
+        for container in (worker, server["containers"][0])
+        for variable in container["env"]
+        if variable["name"] == "REDIS_URL"
+    }
+    assert secrets == {"REDIS_URL": f"{slug}-redis"}
+    compose = compose_production(project)["worker"]
+    assert set(compose["environment"]) <= environment_names(worker, resources)
+    (policy,) = [r for r in resources if r["kind"] == "NetworkPolicy"]
+    ports = [port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]]
+    assert 6379 in ports
+
+
+# --- The production stack, run by Docker ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def queue_stack(images: Images, render: Renderer) -> Iterator[Stack]:
+    started = start_stack(images, render, "postgresql", True, task_queue=QUEUE)
+    yield started
+    started.stop()
+
+
+def api(stack: Stack) -> str:
+    return f"http://127.0.0.1:{host_port(stack.container('backend'))}/api/jobs"
+
+
+def enqueue(stack: Stack, text: str, seconds: float = 0) -> str:
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    status, body = http(api(stack), "POST", {"text": text, "seconds": seconds}, key)
+    assert status == 202, body
+    return str(body["id"])
+
+
+def finished(stack: Stack, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    """The job once it is no longer pending."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = http(f"{api(stack)}/{job_id}")
+        if status == 200 and body["status"] != "pending":
+            return dict(body)
+        time.sleep(0.2)
+    pytest.fail(f"job {job_id} still pending after {timeout} s")
+
+
+def logs(stack: Stack, service: str) -> str:
+    return stack.compose("logs", "--no-log-prefix", service).stdout
+
+
+def unacknowledged(stack: Stack) -> int:
+    out = run("docker", "exec", stack.container("redis"), "redis-cli", "XPENDING", "jobs", "jobs")
+    return int(out.stdout.split()[0])
+
+
+@pytest.mark.docker
+def test_a_job_enqueued_through_the_api_completes(queue_stack: Stack) -> None:
+    job_id = enqueue(queue_stack, "jobs run in the worker")
+    assert finished(queue_stack, job_id) == {
+        "id": job_id,
+        "status": "succeeded",
+        "result": 5,
+        "error": None,
+    }
+
+
+@pytest.mark.docker
+def test_sigterm_during_a_long_job_finishes_it_and_loses_nothing(queue_stack: Stack) -> None:
+    worker = queue_stack.container("worker")
+    started_before = logs(queue_stack, "worker").count("job started")
+    job_id = enqueue(queue_stack, "a long job", seconds=3)
+    deadline = time.monotonic() + 60
+    while logs(queue_stack, "worker").count("job started") == started_before:
+        assert time.monotonic() < deadline, "the worker never started the job"
+        time.sleep(0.1)
+    run("docker", "kill", "--signal", "SIGTERM", worker)
+    state: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        state = inspect("container", worker)["State"]
+        if not state["Running"]:
+            break
+        time.sleep(0.2)
+    assert not state["Running"], "the worker did not stop after SIGTERM"
+    output = logs(queue_stack, "worker")
+    assert "Waiting for 1 running tasks to complete" in output
+    # Done before the worker exited, or re-queued and done by the next one.
+    queue_stack.compose("start", "worker")
+    wait_healthy(worker)
+    assert finished(queue_stack, job_id)["result"] == 3
+    assert unacknowledged(queue_stack) == 0
+
+
+@pytest.mark.docker
+def test_after_a_redis_restart_new_jobs_run_and_old_results_remain(queue_stack: Stack) -> None:
+    earlier = enqueue(queue_stack, "before the restart")
+    assert finished(queue_stack, earlier)["status"] == "succeeded"
+    redis = queue_stack.container("redis")
+    queue_stack.compose("restart", "redis")
+    wait_healthy(redis)
+    # The append-only file kept the job and its result.
+    assert finished(queue_stack, earlier)["result"] == 3
+    later = enqueue(queue_stack, "after the restart, once reconnected")
+    assert finished(queue_stack, later)["result"] == 5
