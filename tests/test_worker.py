@@ -182,10 +182,9 @@ def test_a_job_enqueued_through_the_api_completes(queue_stack: Stack) -> None:
 @pytest.mark.docker
 def test_sigterm_during_a_long_job_finishes_it_and_loses_nothing(queue_stack: Stack) -> None:
     worker = queue_stack.container("worker")
-    started_before = logs(queue_stack, "worker").count("job started")
     job_id = enqueue(queue_stack, "a long job", seconds=3)
     deadline = time.monotonic() + 60
-    while logs(queue_stack, "worker").count("job started") == started_before:
+    while f"job {job_id} started" not in logs(queue_stack, "worker"):
         assert time.monotonic() < deadline, "the worker never started the job"
         time.sleep(0.1)
     run("docker", "kill", "--signal", "SIGTERM", worker)
@@ -216,3 +215,50 @@ def test_after_a_redis_restart_new_jobs_run_and_old_results_remain(queue_stack: 
     assert finished(queue_stack, earlier)["result"] == 3
     later = enqueue(queue_stack, "after the restart, once reconnected")
     assert finished(queue_stack, later)["result"] == 5
+
+
+# Run in the backend container, with the app's own broker: enqueue no-op jobs as fast as
+# Redis takes them, then time the worker from the first job's result to the last's.
+THROUGHPUT = """
+import asyncio, time
+from app.jobs.broker import broker
+from app.jobs.tasks import count_words
+
+async def main(jobs):
+    await broker.startup()
+    kicked = []
+    for _ in range(0, jobs, 100):
+        kicked += await asyncio.gather(*(count_words.kiq("") for _ in range(100)))
+    ready = broker.result_backend.is_result_ready
+    while not await ready(kicked[0].task_id):
+        await asyncio.sleep(0.001)
+    started = time.perf_counter()
+    while not await ready(kicked[-1].task_id):
+        await asyncio.sleep(0.005)
+    print((jobs - 1) / (time.perf_counter() - started))
+    await broker.shutdown()
+
+asyncio.run(main(2000))
+"""
+# Run in the worker container: the PSS of every process there but this one.
+IDLE_PSS = """
+import os, pathlib
+total = 0
+for status in pathlib.Path("/proc").glob("[0-9]*/smaps_rollup"):
+    if status.parent.name != str(os.getpid()):
+        total += sum(int(line.split()[1]) for line in status.read_text().splitlines()
+                     if line.startswith("Pss:"))
+print(total / 1024)
+"""
+
+
+@pytest.mark.docker
+def test_worker_figures_jobs_per_second_and_idle_pss(queue_stack: Stack) -> None:
+    """Figures, not assertions: printed for the README."""
+    worker = queue_stack.container("worker")
+    wait_healthy(worker)
+    idle = float(run("docker", "exec", worker, "python", "-c", IDLE_PSS).stdout)
+    rate = float(queue_stack.compose("exec", "-T", "backend", "python", "-c", THROUGHPUT).stdout)
+    print(f"\nworker: {rate:.0f} no-op jobs/s (one process), idle PSS {idle:.1f} MB")
+    assert rate > 0
+    assert idle > 0

@@ -17,6 +17,7 @@ from taskiq.message import TaskiqMessage
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
 from app.core.config import Settings, get_settings
+from app.core.logging import configure_logging
 from app.jobs.heartbeat import beat
 
 QUEUE = "jobs"
@@ -63,7 +64,9 @@ def create_broker(settings: Settings) -> RedisStreamBroker:
             queue_name=QUEUE,
             consumer_group_name=QUEUE,
             idle_timeout=int(claim_after * 1000),
-            unacknowledged_lock_timeout=claim_after,
+            # Guards one claim command; a worker stopped while holding it must not
+            # keep the others from reading for longer than this.
+            unacknowledged_lock_timeout=1,
             # A Redis that does not answer is an error, not a hang.
             socket_connect_timeout=5,
         )
@@ -82,7 +85,11 @@ broker = create_broker(get_settings())
 
 
 @broker.on_event(TaskiqEvents.WORKER_STARTUP)
-async def _start_heartbeat(state: TaskiqState) -> None:
+async def _start_worker(state: TaskiqState) -> None:
+    # The worker process may be started afresh (forkserver, Python 3.14's default),
+    # without the logging its supervisor configured.
+    settings = get_settings()
+    configure_logging(settings.LOG_LEVEL, settings.log_format)
     state.heartbeat = asyncio.create_task(beat())
 
 

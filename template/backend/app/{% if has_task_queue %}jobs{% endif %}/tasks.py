@@ -5,6 +5,8 @@ make a repeated request return the same job."""
 import asyncio
 import logging
 
+from taskiq import Context, TaskiqDepends
+
 from app.core.config import get_settings
 from app.jobs.broker import broker
 
@@ -12,8 +14,12 @@ logger = logging.getLogger(__name__)
 
 
 @broker.task(task_name="count_words", timeout=get_settings().JOB_TIMEOUT)
-async def count_words(text: str, seconds: float = 0.0) -> int:
+async def count_words(
+    text: str,
+    seconds: float = 0.0,
+    context: Context = TaskiqDepends(),  # noqa: B008 (taskiq's dependency injection)
+) -> int:
     """Example job: count the words of `text` after `seconds` of pretend work."""
-    logger.info("job started: count_words")
+    logger.info("job %s started", context.message.task_id)
     await asyncio.sleep(seconds)
     return len(text.split())
