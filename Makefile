@@ -7,7 +7,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help test test-fast lint lock bench
+.PHONY: help project test test-fast lint lock bench
 
 help: ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -16,6 +16,10 @@ $(STAMP): requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --require-hashes -r requirements-dev.txt
 	touch $@
+
+project: $(STAMP) ## Generate a project with the default answers: make project DEST=../myapp [ARGS='--data database=sqlite']
+	$(if $(DEST),,$(error Set DEST to the directory to generate, e.g. make project DEST=../myapp))
+	$(VENV)/bin/copier copy --defaults --vcs-ref HEAD $(ARGS) $(CURDIR) $(DEST)
 
 $(CHECKOV_STAMP): requirements-checkov.txt $(STAMP)
 	$(VENV)/bin/uv venv --quiet --allow-existing --python $(PYTHON) $(CHECKOV_VENV)
