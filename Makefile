@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help test test-fast lint lock bench
+.PHONY: help test test-fast lint lock bench mutations
 
 help: ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ test: $(STAMP) ## Run every test of the template: renderings, generated suites, 
 
 test-fast: $(STAMP) ## Run the fast tests only (seconds; no installs, no Docker)
 	$(VENV)/bin/pytest -n auto -m "not slow and not docker"
+
+mutations: $(STAMP) ## Break the template on purpose (tests/mutations.yml) and check the tests catch each breakage
+	$(VENV)/bin/python scripts/mutations.py
 
 lint: $(STAMP) ## Lint and format-check the template's own Python
 	$(VENV)/bin/ruff check .

@@ -114,6 +114,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = reporter.stats.get("skipped", []) if reporter else []
     if os.environ.get("CI") and skipped:
+        reporter.ensure_newline()
         reporter.write_line(f"CI: {len(skipped)} test(s) skipped; failing the run:")
         for report in skipped:
             reporter.write_line(f"  {report.nodeid}: {skip_reason(report)}")
