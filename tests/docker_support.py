@@ -48,8 +48,13 @@ def answers(database: str, hardening: bool = True, python: str = DEFAULT_PYTHON)
     return {"python_version": python, "database": database, "production_hardening": hardening}
 
 
+# Sessions of other checkouts may share the engine: each session's images get their own
+# names, so one session's clean-up never removes another's (BuildKit's cache is shared).
+SESSION = uuid.uuid4().hex[:8]
+
+
 def image_name(database: str, hardening: bool = True, python: str = DEFAULT_PYTHON) -> str:
-    return f"{PREFIX}-{database}-{'hardened' if hardening else 'plain'}-py{python}"
+    return f"{PREFIX}-{SESSION}-{database}-{'hardened' if hardening else 'plain'}-py{python}"
 
 
 def build(
