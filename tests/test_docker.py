@@ -67,6 +67,15 @@ def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[in
         connection.close()
 
 
+def assert_served_as_answered(port: int, hardening: bool) -> None:
+    """No server header, the security headers, and HSTS and docs as the answer says."""
+    headers = get(port, "/health")[1]
+    assert "server" not in headers
+    assert set(headers) >= SECURITY_HEADERS
+    assert ("strict-transport-security" in headers) is hardening
+    assert get(port, "/docs")[0] == (404 if hardening else 200)
+
+
 # --- Static checks of the rendered files -------------------------------------------
 
 
@@ -101,11 +110,7 @@ def test_production_image_serves_as_non_root(
     url = f"http://127.0.0.1:{port}"
     seconds = wait_for_200(f"{url}/health")
     print(f"{image}: first 200 on /health {seconds:.2f} s after start")
-    headers = get(port, "/health")[1]
-    assert "server" not in headers
-    assert set(headers) >= SECURITY_HEADERS
-    assert ("strict-transport-security" in headers) is hardening
-    assert get(port, "/docs")[0] == (404 if hardening else 200)
+    assert_served_as_answered(port, hardening)
     status, body = http(f"{url}/ready")
     if database in SERVER_DATABASES:  # no database server runs alongside
         assert (status, body["status"]) == (503, "unavailable")
@@ -497,11 +502,7 @@ def test_production_stack(stack: Any, database: str, hardening: bool) -> None:
         assert int(cap_eff, 16) == 0
     else:
         assert host["ReadonlyRootfs"] is False
-    headers = get(port, "/health")[1]
-    assert "server" not in headers
-    assert set(headers) >= SECURITY_HEADERS
-    assert ("strict-transport-security" in headers) is hardening
-    assert get(port, "/docs")[0] == (404 if hardening else 200)
+    assert_served_as_answered(port, hardening)
 
     if database != "none":
         migrate = inspect("container", up.container("migrate"))["State"]
