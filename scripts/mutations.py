@@ -4,8 +4,10 @@ Each breakage of tests/mutations.yml names a file, an exact text and its replace
 the cheapest test selection that must catch it (pytest arguments). For each, the current
 working tree is copied to a temporary Git repository (the working tree itself is never
 touched), the breakage applied and committed, and the selection run there: exit status 1
-(tests failed) is "caught", 0 is "missed", anything else is an error. A text that is no
-longer in its file is an error too, so the list cannot silently rot as the template changes.
+(tests failed) is "caught", 0 is "missed", a skipped test or anything else is an error.
+A text that is no longer in its file is an error too, so the list cannot silently rot as
+the template changes. Database servers come from TEST_POSTGRES_URL / TEST_MYSQL_URL, as
+for `make test`.
 
 First, each distinct selection runs once on the unbroken copy and must pass: a selection
 that fails anyway would prove nothing.
@@ -18,6 +20,7 @@ that fails anyway would prove nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import subprocess
@@ -91,12 +94,25 @@ def copy_tree(destination: Path) -> Path:
 
 
 def run_selection(tree: Path, catch: str) -> tuple[int, float, str]:
+    """pytest's exit status, the seconds taken and what it reported; a skipped test makes
+    the status -1, as a skip proves nothing either way."""
     started = time.monotonic()
+    # Without CI, where a skip would fail the run and pass for a catch.
+    env = {name: value for name, value in os.environ.items() if name != "CI"}
     result = subprocess.run(
-        [*PYTEST, *shlex.split(catch)], cwd=tree, capture_output=True, text=True, check=False
+        [*PYTEST, "-rs", *shlex.split(catch)],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
     )
-    output = (result.stdout + result.stderr).strip().splitlines()
-    return result.returncode, time.monotonic() - started, output[-1] if output else ""
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    # The summary, and the first failed test (a generated suite's, inside the outer one).
+    summary = lines[-1] if lines else ""
+    failure = next((line.lstrip("E ").strip() for line in lines if "FAILED " in line), "")
+    status = -1 if " skipped" in summary else result.returncode
+    return status, time.monotonic() - started, f"{summary}; {failure[:160]}"
 
 
 def main() -> int:
@@ -127,7 +143,7 @@ def main() -> int:
         if not options.no_baseline:
             for catch in dict.fromkeys(mutation.catch for mutation in mutations):
                 status, seconds, last = run_selection(pristine, catch)
-                verdict = "passes" if status == 0 else f"FAILS UNBROKEN (exit {status})"
+                verdict = "passes" if status == 0 else f"FAILS UNBROKEN ({status})"
                 failures += status != 0
                 print(f"baseline  {verdict:12} {seconds:6.1f} s  {catch}  [{last}]", flush=True)
         for mutation in mutations:
@@ -135,7 +151,7 @@ def main() -> int:
             mutation.apply(tree)
             git(tree, "commit", "--quiet", "--all", "--message", mutation.name)
             status, seconds, last = run_selection(tree, mutation.catch)
-            verdict = {0: "MISSED", 1: "caught"}.get(status, f"ERROR (exit {status})")
+            verdict = {-1: "SKIPPED", 0: "MISSED", 1: "caught"}.get(status, f"ERROR ({status})")
             failures += status != 1
             print(f"{verdict:8} {seconds:6.1f} s  {mutation.name}  [{last}]", flush=True)
             shutil.rmtree(tree)
