@@ -7,7 +7,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help project test test-fast lint lock bench
+.PHONY: help project test test-fast lint lock bench mutations
 
 help: ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ test: $(STAMP) $(CHECKOV_STAMP) ## Run every test of the template: renderings, g
 
 test-fast: $(STAMP) $(CHECKOV_STAMP) ## Run the fast tests only (seconds; no installs, no Docker)
 	$(VENV)/bin/pytest -n auto -m "not slow and not docker"
+
+mutations: $(STAMP) ## Break the template on purpose (tests/mutations.yml) and check the tests catch each breakage
+	$(VENV)/bin/python scripts/mutations.py
 
 lint: $(STAMP) ## Lint and format-check the template's own Python
 	$(VENV)/bin/ruff check .
