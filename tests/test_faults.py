@@ -35,10 +35,11 @@ from conftest import Renderer, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
 
-# The README's promise: a request that needs a database that is down or frozen is
-# answered within DATABASE_REQUEST_TIMEOUT (5 s by default), plus up to 2 s when a
-# connection to a frozen PostgreSQL has to be dropped.
-PROMISED_SECONDS = 5 + 2
+# The README's promise with the default settings: a request that needs a database
+# that is down or frozen is answered within DATABASE_REQUEST_TIMEOUT (5 s); on
+# PostgreSQL, dropping a connection to the frozen server (2 s) and a new connection
+# attempt (DATABASE_CONNECT_TIMEOUT, 3 s) can add to it.
+PROMISED_SECONDS = 5 + 2 + 3
 # Scheduling slack on a loaded 2-core machine; a request still waiting after this
 # has hung.
 CLIENT_TIMEOUT = PROMISED_SECONDS + 5
@@ -201,35 +202,24 @@ def database(service: Service, *command: str) -> None:
     run("docker", *command, service.container("db"))
 
 
-def test_stopped_database_gets_503_then_recovers(
-    request: pytest.FixtureRequest, service: Service
+@pytest.mark.parametrize(
+    ("fault", "undo"),
+    [(["stop", "--time", "5"], ["start"]), (["pause"], ["unpause"])],
+    ids=["stopped", "frozen"],
+)
+def test_database_outage_gets_503_within_the_bound_then_recovers(
+    request: pytest.FixtureRequest, service: Service, fault: list[str], undo: list[str]
 ) -> None:
     with Load(service) as load:
         load.wait_for("a first success", lambda: load.count("ok") > 0)
-        database(service, "stop", "--time", "5")
-        stopped = time.monotonic()
-        load.wait_for("503s", lambda: load.count("503", since=stopped) >= CLIENTS)
-        database(service, "start")
-        started = time.monotonic()
-        load.wait_for("recovery", lambda: load.count("ok", since=started) >= CLIENTS)
-    report(request, load)
-    assert load.failures("wrong", "hung", "lost") == []
-    assert_recovered(service)
-
-
-def test_frozen_database_gets_503_within_the_bound_then_recovers(
-    request: pytest.FixtureRequest, service: Service
-) -> None:
-    with Load(service) as load:
-        load.wait_for("a first success", lambda: load.count("ok") > 0)
-        database(service, "pause")
+        database(service, *fault)
         try:
-            frozen = time.monotonic()
-            load.wait_for("503s", lambda: load.count("503", since=frozen) >= CLIENTS)
+            began = time.monotonic()
+            load.wait_for("503s", lambda: load.count("503", since=began) >= CLIENTS)
         finally:
-            database(service, "unpause")
-        thawed = time.monotonic()
-        load.wait_for("recovery", lambda: load.count("ok", since=thawed) >= CLIENTS)
+            database(service, *undo)
+        ended = time.monotonic()
+        load.wait_for("recovery", lambda: load.count("ok", since=ended) >= CLIENTS)
     report(request, load)
     assert load.failures("wrong", "hung", "lost") == []
     assert_recovered(service)
