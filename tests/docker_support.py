@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -112,12 +113,12 @@ def inspect(kind: str, name: str) -> Any:
     return json.loads(run("docker", kind, "inspect", name).stdout)[0]
 
 
-def http(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
+def http(url: str, method: str = "GET", body: Any = None, timeout: float = 10) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             raw = response.read()
             return response.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as error:
@@ -226,25 +227,31 @@ def remains(project_name: str) -> list[str]:
     ]
 
 
+@contextmanager
+def compose_stack(
+    images: Images, render: Renderer, database: str, hardening: bool
+) -> Iterator[Stack]:
+    """A production stack of the rendered project, up and healthy; removed afterwards."""
+    image = images.get(database, hardening)
+    repository, tag = image.rsplit(":", 1)
+    name = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
+    env = {
+        **DB_ENV,
+        "BACKEND_IMAGE": repository,
+        "BACKEND_TAG": tag,
+        "BACKEND_PORT": "0",
+    }
+    started = Stack(render(**answers(database, hardening)), name, env)
+    try:
+        started.compose("up", "--detach", "--wait", "--wait-timeout", "180", "--no-build")
+        yield started
+    finally:
+        started.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+
+
 @pytest.fixture
 def stack(images: Images, render: Renderer) -> Iterator[Any]:
-    stacks: list[Stack] = []
-
-    def _up(database: str, hardening: bool) -> Stack:
-        image = images.get(database, hardening)
-        repository, tag = image.rsplit(":", 1)
-        name = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
-        env = {
-            **DB_ENV,
-            "BACKEND_IMAGE": repository,
-            "BACKEND_TAG": tag,
-            "BACKEND_PORT": "0",
-        }
-        started = Stack(render(**answers(database, hardening)), name, env)
-        stacks.append(started)
-        started.compose("up", "--detach", "--wait", "--wait-timeout", "180", "--no-build")
-        return started
-
-    yield _up
-    for started in stacks:
-        started.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+    with ExitStack() as stacks:
+        yield lambda database, hardening: stacks.enter_context(
+            compose_stack(images, render, database, hardening)
+        )
