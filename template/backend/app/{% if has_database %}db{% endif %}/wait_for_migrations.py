@@ -11,13 +11,12 @@ import asyncio
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic.util import CommandError
+from alembic.script.revision import ResolutionError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -36,8 +35,9 @@ def is_migrated(script: ScriptDirectory, current: set[str]) -> bool:
     applied: set[str] = set()
     for revision in current:
         try:
-            applied.update(rev.revision for rev in script.iterate_revisions(revision, "base"))
-        except CommandError:
+            ancestors = script.iterate_revisions(revision, "base")
+            applied.update(ancestor.revision for ancestor in ancestors)
+        except ResolutionError:
             # A revision this code does not know comes from a newer release (a rollback
             # onto a migrated database): its schema is a superset of this one's.
             return True
@@ -57,21 +57,23 @@ async def current_revisions(url: str) -> set[str]:
         await engine.dispose()
 
 
-def wait(url: str, script: ScriptDirectory) -> None:
+async def wait(url: str, script: ScriptDirectory) -> None:
     while True:
         try:
-            if is_migrated(script, asyncio.run(current_revisions(url))):
+            if is_migrated(script, await current_revisions(url)):
                 return
-            logger.info("waiting for the migrations to %s", ", ".join(script.get_heads()))
+            logger.info("waiting for migrations %s", ", ".join(script.get_heads()))
         except (OSError, SQLAlchemyError) as error:
             logger.info("waiting for the database: %s", error)
-        time.sleep(POLL_SECONDS)
+        await asyncio.sleep(POLL_SECONDS)
 
 
 def main(command: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    wait(Settings().DATABASE_URL, ScriptDirectory.from_config(Config(ALEMBIC_INI)))
-    os.execvp(command[0], command)
+    script = ScriptDirectory.from_config(Config(ALEMBIC_INI))
+    asyncio.run(wait(Settings().DATABASE_URL, script))
+    # The command replaces this process, so the server gets the signals directly.
+    os.execvp(command[0], command)  # noqa: S606
 
 
 if __name__ == "__main__":
