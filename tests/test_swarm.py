@@ -72,7 +72,7 @@ def build_from(base: str, tag: str, *lines: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def swarm(images: Images) -> Iterator[None]:
+def swarm(docker_engine: None) -> Iterator[None]:
     """A one-node swarm: this engine's own if it has one, else one made for these tests
     and left afterwards, with the bridge network it adds."""
     state = run("docker", "info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
