@@ -14,7 +14,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,11 @@ def answers(
     return chosen if task_queue == DEFAULT_TASK_QUEUE else {**chosen, "task_queue": task_queue}
 
 
+# Sessions of other checkouts may share the engine: each session's images get their own
+# names, so one session's clean-up never removes another's (BuildKit's cache is shared).
+SESSION = uuid.uuid4().hex[:8]
+
+
 def image_name(
     database: str,
     hardening: bool = True,
@@ -63,7 +69,8 @@ def image_name(
     task_queue: str = DEFAULT_TASK_QUEUE,
 ) -> str:
     queue = "" if task_queue == DEFAULT_TASK_QUEUE else f"-{task_queue}"
-    return f"{PREFIX}-{database}{queue}-{'hardened' if hardening else 'plain'}-py{python}"
+    hardened = "hardened" if hardening else "plain"
+    return f"{PREFIX}-{SESSION}-{database}{queue}-{hardened}-py{python}"
 
 
 def build(
@@ -123,13 +130,17 @@ def inspect(kind: str, name: str) -> Any:
 
 
 def http(
-    url: str, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None
+    url: str,
+    method: str = "GET",
+    body: Any = None,
+    timeout: float = 10,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             raw = response.read()
             return response.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as error:
@@ -137,27 +148,42 @@ def http(
         return error.code, json.loads(raw) if raw else None
 
 
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    """Polls until `condition` returns something truthy, and returns it; the timeout
+    only bounds a hang, it asserts nothing about speed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.05)
+    pytest.fail(f"not seen within {timeout} s: {what}")
+
+
+def answers_200(url: str) -> bool:
+    try:
+        return http(url)[0] == 200
+    except OSError:
+        return False
+
+
 def wait_for_200(url: str, timeout: float = 60) -> float:
     """Seconds until `url` first answers 200."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if http(url)[0] == 200:
-                return time.monotonic() - started
-        except OSError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"{url} did not answer 200 within {timeout} s")
+    wait_until(lambda: answers_200(url), f"{url} answering 200", timeout)
+    return time.monotonic() - started
 
 
 def wait_healthy(container: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = inspect("container", container)["State"]["Health"]["Status"]
-        if status == "healthy":
-            return
-        time.sleep(0.5)
-    pytest.fail(f"{container} not healthy after {timeout} s")
+    wait_until(
+        lambda: inspect("container", container)["State"]["Health"]["Status"] == "healthy",
+        f"{container} healthy",
+        timeout,
+    )
+
+
+def logs(container: str) -> str:
+    result = run("docker", "logs", container)
+    return result.stdout + result.stderr
 
 
 def host_port(container: str) -> int:
@@ -213,10 +239,6 @@ class Stack:
     def container(self, service: str) -> str:
         return self.compose("ps", "--all", "--quiet", service).stdout.strip()
 
-    def stop(self) -> None:
-        """Removes the stack with its volumes."""
-        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
-
 
 def remains(project_name: str) -> list[str]:
     label = f"label=com.docker.compose.project={project_name}"
@@ -227,14 +249,15 @@ def remains(project_name: str) -> list[str]:
     ]
 
 
-def start_stack(
+@contextmanager
+def compose_stack(
     images: Images,
     render: Renderer,
     database: str,
     hardening: bool,
     task_queue: str = DEFAULT_TASK_QUEUE,
-) -> Stack:
-    """The production stack of a rendering, up and healthy; `stop` it afterwards."""
+) -> Iterator[Stack]:
+    """A production stack of the rendered project, up and healthy; removed afterwards."""
     image = images.get(database, hardening, task_queue=task_queue)
     repository, tag = image.rsplit(":", 1)
     name = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
@@ -247,20 +270,14 @@ def start_stack(
     started = Stack(render(**answers(database, hardening, task_queue=task_queue)), name, env)
     try:
         started.compose("up", "--detach", "--wait", "--wait-timeout", "180", "--no-build")
-    except BaseException:
-        started.stop()
-        raise
-    return started
+        yield started
+    finally:
+        started.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
 
 
 @pytest.fixture
 def stack(images: Images, render: Renderer) -> Iterator[Any]:
-    stacks: list[Stack] = []
-
-    def _up(database: str, hardening: bool) -> Stack:
-        stacks.append(start_stack(images, render, database, hardening))
-        return stacks[-1]
-
-    yield _up
-    for started in stacks:
-        started.stop()
+    with ExitStack() as stacks:
+        yield lambda database, hardening: stacks.enter_context(
+            compose_stack(images, render, database, hardening)
+        )

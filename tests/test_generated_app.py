@@ -10,6 +10,8 @@ The task queue's suite runs against the Redis of TEST_REDIS_URL.
 from __future__ import annotations
 
 import re
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,20 @@ pytestmark = pytest.mark.slow
 VARIANTS = [(database, DEFAULT_TASK_QUEUE) for database in DATABASES] + [
     (DATABASES[0], queue) for queue in TASK_QUEUES if queue != DEFAULT_TASK_QUEUE
 ]
+
+
+def assert_workers_used_the_migrated_schema(migrated: Path) -> None:
+    """Each parallel worker's SQLite file is the migrated database, not one that
+    `create_all` built: it carries Alembic's revision."""
+
+    def revision(path: Path) -> list[tuple[str]]:
+        with closing(sqlite3.connect(path)) as connection:
+            return connection.execute("SELECT version_num FROM alembic_version").fetchall()
+
+    workers = sorted(migrated.parent.glob(f"{migrated.stem}-gw*{migrated.suffix}"))
+    assert len(workers) == 2, workers
+    for path in workers:
+        assert revision(path) == revision(migrated), path
 
 
 @pytest.mark.parametrize(("database", "task_queue"), VARIANTS)
@@ -50,6 +66,9 @@ def test_generated_app_passes_its_checks(
     assert summary, output[-2000:]
     assert " skipped" not in output.splitlines()[-1], output[-2000:]
     print(f"{database}, {task_queue}: {summary.group(0)}; {output.splitlines()[-2].strip()}")
+
+    if database == "sqlite":
+        assert_workers_used_the_migrated_schema(Path(database_url.split(":///", 1)[1]))
 
     run(bin_dir / "ruff", "check", ".", cwd=project)
     run(bin_dir / "ruff", "format", "--check", ".", cwd=project)

@@ -20,10 +20,10 @@ from docker_support import (
     Images,
     Stack,
     answers,
+    compose_stack,
     host_port,
     http,
     inspect,
-    start_stack,
     wait_healthy,
 )
 from test_k8s import build, compose_production, environment_names
@@ -132,9 +132,8 @@ def test_kubernetes_worker_runs_like_compose_with_the_server_security(
 
 @pytest.fixture(scope="module")
 def queue_stack(images: Images, render: Renderer) -> Iterator[Stack]:
-    started = start_stack(images, render, "postgresql", True, task_queue=QUEUE)
-    yield started
-    started.stop()
+    with compose_stack(images, render, "postgresql", True, task_queue=QUEUE) as started:
+        yield started
 
 
 def api(stack: Stack) -> str:
@@ -143,7 +142,7 @@ def api(stack: Stack) -> str:
 
 def enqueue(stack: Stack, text: str, seconds: float = 0) -> str:
     key = {"Idempotency-Key": str(uuid.uuid4())}
-    status, body = http(api(stack), "POST", {"text": text, "seconds": seconds}, key)
+    status, body = http(api(stack), "POST", {"text": text, "seconds": seconds}, headers=key)
     assert status == 202, body
     return str(body["id"])
 
