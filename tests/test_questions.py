@@ -216,6 +216,22 @@ OBSERVATIONS: dict[str, list[Observation]] = {
             lambda hardened: "false" if hardened else None,
         ),
     ],
+    "task_queue": [
+        (
+            lambda p: sorted(yaml_file(p, "docker-compose.yml")["services"]),
+            lambda queue: sorted(
+                ["backend", "migrate", "db"] + (["worker", "redis"] if queue != "none" else [])
+            ),
+        ),
+        (
+            lambda p: [
+                line.split("==")[0]
+                for line in (p / "backend" / "requirements.txt").read_text().splitlines()
+                if line.startswith("taskiq==")
+            ],
+            lambda queue: [queue] if queue != "none" else [],
+        ),
+    ],
 }
 # The slug the default project name ("My Service") derives.
 DEFAULT_SLUG = "my-service"

@@ -216,10 +216,11 @@ def test_after_a_redis_restart_new_jobs_run_and_old_results_remain(queue_stack: 
     assert finished(queue_stack, later)["result"] == 5
 
 
-# Run in the backend container, with the app's own broker: enqueue no-op jobs as fast as
-# Redis takes them, then time the worker from the first job's result to the last's.
-THROUGHPUT = """
-import asyncio, time
+# Run in the backend container, with the app's own broker. ENQUEUE puts no-op jobs on
+# the queue while the worker is stopped and prints the first's and the last's ids;
+# DRAIN, once the worker runs again, times it from the first result to the last.
+ENQUEUE = """
+import asyncio
 from app.jobs.broker import broker
 from app.jobs.tasks import count_words
 
@@ -228,16 +229,27 @@ async def main(jobs):
     kicked = []
     for _ in range(0, jobs, 100):
         kicked += await asyncio.gather(*(count_words.kiq("") for _ in range(100)))
+    print(kicked[0].task_id, kicked[-1].task_id)
+    await broker.shutdown()
+
+asyncio.run(main(2000))
+"""
+DRAIN = """
+import asyncio, sys, time
+from app.jobs.broker import broker
+
+async def main(first, last, jobs):
+    await broker.startup()
     ready = broker.result_backend.is_result_ready
-    while not await ready(kicked[0].task_id):
+    while not await ready(first):
         await asyncio.sleep(0.001)
     started = time.perf_counter()
-    while not await ready(kicked[-1].task_id):
+    while not await ready(last):
         await asyncio.sleep(0.005)
     print((jobs - 1) / (time.perf_counter() - started))
     await broker.shutdown()
 
-asyncio.run(main(2000))
+asyncio.run(main(sys.argv[1], sys.argv[2], 2000))
 """
 # Run in the worker container: the PSS of every process there but this one.
 IDLE_PSS = """
@@ -257,7 +269,11 @@ def test_worker_figures_jobs_per_second_and_idle_pss(queue_stack: Stack) -> None
     worker = queue_stack.container("worker")
     wait_healthy(worker)
     idle = float(run("docker", "exec", worker, "python", "-c", IDLE_PSS).stdout)
-    rate = float(queue_stack.compose("exec", "-T", "backend", "python", "-c", THROUGHPUT).stdout)
+    queue_stack.compose("stop", "worker")
+    backend = ("exec", "-T", "backend", "python", "-c")
+    first, last = queue_stack.compose(*backend, ENQUEUE).stdout.split()
+    queue_stack.compose("start", "worker")
+    rate = float(queue_stack.compose(*backend, DRAIN, first, last).stdout)
     print(f"\nworker: {rate:.0f} no-op jobs/s (one process), idle PSS {idle:.1f} MB")
     assert rate > 0
     assert idle > 0
