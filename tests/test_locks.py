@@ -26,7 +26,7 @@ LOCK = load_lock_script()
 @pytest.mark.parametrize("database", DATABASES)
 def test_locks_are_fresh(database: str) -> None:
     digest = LOCK.input_digest(LOCK.render_pyproject(database))
-    for name in ("requirements.txt", "requirements-dev.txt"):
+    for name in LOCK.LOCK_FILES:
         lock = REPO / "locks" / database / name
         assert LOCK.recorded_digest(lock) == digest, (
             f"{lock.relative_to(REPO)} is stale: run `python scripts/lock.py {database}`"
@@ -35,7 +35,7 @@ def test_locks_are_fresh(database: str) -> None:
 
 @pytest.mark.parametrize("database", DATABASES)
 def test_locks_pin_every_package_with_hashes(database: str) -> None:
-    for name in ("requirements.txt", "requirements-dev.txt"):
+    for name in LOCK.LOCK_FILES:
         text = (REPO / "locks" / database / name).read_text()
         pins = [line for line in text.splitlines() if line and line[0].isalnum()]
         assert pins, name
@@ -47,7 +47,7 @@ def test_locks_pin_every_package_with_hashes(database: str) -> None:
 
 def test_requirement_templates_only_include_the_locks() -> None:
     backend = REPO / "template" / "backend"
-    for name in ("requirements.txt", "requirements-dev.txt"):
+    for name in LOCK.LOCK_FILES:
         expected = '{% include "locks/" ~ database ~ "/' + name + '" %}'
         assert (backend / f"{name}.jinja").read_text() == expected
 
@@ -55,6 +55,6 @@ def test_requirement_templates_only_include_the_locks() -> None:
 @pytest.mark.parametrize("database", DATABASES)
 def test_rendering_ships_the_lock_byte_for_byte(render: Renderer, database: str) -> None:
     project = render(database=database)
-    for name in ("requirements.txt", "requirements-dev.txt"):
+    for name in LOCK.LOCK_FILES:
         rendered = (project / "backend" / name).read_bytes()
         assert rendered == (REPO / "locks" / database / name).read_bytes(), name

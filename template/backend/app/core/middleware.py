@@ -6,6 +6,7 @@ import re
 import time
 from uuid import uuid4
 
+from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.logging import request_id_var
@@ -39,6 +40,8 @@ class RequestContextMiddleware:
             return
         request_id = _incoming_request_id(scope) or uuid4().hex
         token = request_id_var.set(request_id)
+        # On the request's span too, so a log line leads to its trace (no-op untraced).
+        trace.get_current_span().set_attribute("request.id", request_id)
         started = time.perf_counter()
         status = 500
 

@@ -12,12 +12,18 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from app.core.config import Settings
+from app.db.instrumentation import observe_pool, trace_queries
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
     # Pre-ping replaces connections that died with a database restart, instead of
     # failing the next request on each of them.
-    return create_async_engine(settings.DATABASE_URL, pool_pre_ping=True)
+    engine = create_async_engine(settings.DATABASE_URL, pool_pre_ping=True)
+    if settings.METRICS_ENABLED:
+        observe_pool(engine)
+    if settings.TELEMETRY_ENABLED:
+        trace_queries(engine)
+    return engine
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
