@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import matplotlib.figure
-from spec import BASELINE, OURS, Figure
+from spec import BASELINE, METRICS_COST_FIGURE, METRICS_COST_TARGET, METRICS_OFF, OURS, Figure
 
 
 def figure_json(figure: Figure) -> dict[str, Any]:
@@ -43,7 +44,19 @@ def analysis(data: dict[str, Any]) -> dict[str, Any]:
             verdict["ratio"] = meets(ratios[f["key"]], f["ratio_target"], False)
         if verdict:
             verdicts[f["key"]] = verdict
-    return {"ratios": ratios, "verdicts": verdicts}
+    return {"ratios": ratios, "verdicts": verdicts, "metrics_cost": metrics_cost(data)}
+
+
+def metrics_cost(data: dict[str, Any]) -> dict[str, Any]:
+    """The share of /health throughput the metrics take, run by run, and its median."""
+    on, off = (
+        data["variants"][name]["figures"][METRICS_COST_FIGURE]["samples"]
+        for name in (OURS, METRICS_OFF)
+    )
+    per_run = [1 - with_metrics / without for with_metrics, without in zip(on, off, strict=True)]
+    cost = statistics.median(per_run)
+    return {"per_run": per_run, "median": cost, "target": METRICS_COST_TARGET,
+            "met": cost <= METRICS_COST_TARGET}  # fmt: skip
 
 
 # --- Markdown -----------------------------------------------------------------------------
@@ -86,6 +99,15 @@ def ratio_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def cost_text(cost: dict[str, Any]) -> str:
+    runs = ", ".join(f"{share:.1%}" for share in cost["per_run"])
+    verdict = "met" if cost["met"] else "**missed**"
+    return (
+        f"/health requests/s with metrics on against off: **{cost['median']:.1%} fewer** "
+        f"(median of the runs' ratios: {runs}); target ≤ {cost['target']:.0%}: {verdict}"
+    )
+
+
 def table(data: dict[str, Any]) -> list[list[str]]:
     """Header and rows: one column per variant, the ratio right after the baseline's."""
     variants = data["variants"]
@@ -124,6 +146,10 @@ def markdown(data: dict[str, Any]) -> str:
         "## Ours / baseline",
         "",
         *headline,
+        "",
+        "## What metrics cost",
+        "",
+        f"- {cost_text(data['metrics_cost'])}",
         "",
         "## All figures",
         "",

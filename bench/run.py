@@ -7,8 +7,9 @@ base image, `docker run` to first 200, idle memory, and requests/s with p50/p99 
 --runs runs (min and max kept, raw samples in the JSON).
 
 Variants: the defaults (hardening on), hardening off, a naive one-stage baseline of the
-same app and base image (bench/baseline/Dockerfile), and our image run with the seed
-guide's environment knobs (PYTHONOPTIMIZE=1, PYTHONDONTWRITEBYTECODE=1).
+same app and base image (bench/baseline/Dockerfile), our image run with the seed
+guide's environment knobs (PYTHONOPTIMIZE=1, PYTHONDONTWRITEBYTECODE=1), and our image
+with its Prometheus metrics off: the report gives what metrics cost, run by run.
 
 Needs: a Docker engine with BuildKit; locally, the base image
 ${PYTHON_IMAGE:-python:X.Y-slim} (X.Y: the default answer) and a PostgreSQL image

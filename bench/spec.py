@@ -74,9 +74,22 @@ VARIANTS: tuple[Variant, ...] = (
         image_of="ours",
         run_env={"PYTHONOPTIMIZE": "1", "PYTHONDONTWRITEBYTECODE": "1"},
     ),
+    Variant(
+        name="metrics_off",
+        color="#38a169",
+        title="metrics off",
+        description="our image run with METRICS_ENABLED=false: no Prometheus middleware",
+        image_of="ours",
+        run_env={"METRICS_ENABLED": "false"},
+    ),
 )
 OURS = "ours"
 BASELINE = "baseline"
+# What the Prometheus middleware costs: /health requests/s of ours against metrics off,
+# compared run by run (the two load the same core one after the other in each run).
+METRICS_OFF = "metrics_off"
+METRICS_COST_FIGURE = "health_rps"
+METRICS_COST_TARGET = 0.10
 
 
 class Stage(Enum):

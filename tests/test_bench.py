@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-VARIANTS = {"ours", "unhardened", "baseline", "seed_knobs"}
+VARIANTS = {"ours", "unhardened", "baseline", "seed_knobs", "metrics_off"}
 OUTPUTS = ("results.json", "results.md", "results.png")
 
 pytestmark = pytest.mark.docker
@@ -44,5 +44,7 @@ def test_quick_run_reports_every_figure_of_every_variant(tmp_path: Path) -> None
         for stats in variant["figures"].values():
             assert len(stats["samples"]) == 1
             assert stats["min"] <= stats["median"] <= stats["max"]
+    assert len(data["metrics_cost"]["per_run"]) == 1
     markdown = (tmp_path / "results.md").read_text()
+    assert "with metrics on against off" in markdown
     assert all(f"| {data['variants'][name]['title']} |" in markdown for name in VARIANTS)
