@@ -17,6 +17,7 @@ from uvicorn_worker import UvicornWorker
 
 from app.core.config import get_settings
 from app.core.logging import route_server_logs
+from app.core.server import HttpProtocol
 
 # Metrics across workers (prometheus_client's multiprocess mode): each worker writes
 # its samples to files here, any worker reads them all. Set before the app, and with
@@ -31,10 +32,12 @@ settings = get_settings()
 
 class Worker(UvicornWorker):
     """uvicorn's worker (uvloop, httptools) without a `server` header to fingerprint,
-    logging through the app's handler."""
+    logging through the app's handler. Its protocol enforces the request limits:
+    gunicorn's own limit_request_* settings do not reach uvicorn's parser."""
 
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
         **UvicornWorker.CONFIG_KWARGS,
+        "http": HttpProtocol,
         "server_header": False,
     }
 

@@ -4,7 +4,6 @@ import io
 import json
 import logging
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -62,15 +61,6 @@ def test_text_line_carries_the_request_id() -> None:
     finally:
         request_id_var.reset(token)
     assert "[req-7] app.test: plain" in line
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    yield
-    root.handlers[:], level = saved
-    root.setLevel(level)
 
 
 @pytest.mark.usefixtures("restore_logging")

@@ -15,6 +15,18 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-8s [%(request_id)s] %(name)s: %(message)s"
 
+# Control characters and Unicode line separators, as they may arrive in a path, query
+# or header: escaped, they cannot end a log line early and forge the next one.
+_UNSAFE = [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
+_ESCAPES = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for code in _UNSAFE
+}
+
+
+def escape_controls(text: str) -> str:
+    """`text` on one line, its control characters written as escapes."""
+    return text.translate(_ESCAPES)
+
 
 class RequestIdFilter(logging.Filter):
     """Stamps each record with the current request id."""
@@ -41,7 +53,18 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        line = json.dumps(entry, ensure_ascii=False, default=str)
+        # JSON allows Unicode line separators raw; line-based readers split on them.
+        return line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines; the message is escaped so that it stays on its own line, while
+    a traceback that follows it keeps its own lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
 
 
 class _AppHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -53,7 +76,7 @@ def configure_logging(level: str, fmt: Literal["text", "json"]) -> None:
     handler = _AppHandler(sys.stdout)
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(
-        JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+        JsonFormatter() if fmt == "json" else TextFormatter(TEXT_FORMAT)
     )
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _AppHandler)]:
