@@ -7,6 +7,8 @@ telemetry they cost neither start-up time nor, in an image built without the
 `telemetry` extra, any space.
 """
 
+from __future__ import annotations
+
 import logging
 from typing import TYPE_CHECKING
 
@@ -44,7 +46,7 @@ def configure_tracing(settings: Settings) -> None:
         )
 
 
-def otlp_provider(endpoint: str, service_name: str) -> "TracerProvider":
+def otlp_provider(endpoint: str, service_name: str) -> TracerProvider:
     """A tracer provider that batches spans to `endpoint`/v1/traces over OTLP/HTTP."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
