@@ -43,7 +43,19 @@ import measure
 import report
 import yaml
 from measure import MB, BenchError, Resources
-from spec import BENCH, FIGURES, OURS, REPO, VARIANTS, Stage, Variant
+from spec import (
+    BENCH,
+    FIGURES,
+    METRICS_COST_LOAD_S,
+    METRICS_COST_ROUNDS,
+    METRICS_COST_ROUTE,
+    METRICS_OFF,
+    OURS,
+    REPO,
+    VARIANTS,
+    Stage,
+    Variant,
+)
 
 CONNECTIONS = 64
 PORT = 8000  # the app's, in its container
@@ -354,6 +366,37 @@ def measure_load(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
         bench.resources.remove_container(name)
 
 
+def measure_metrics_cost(bench: Bench) -> list[float]:
+    """Requests/s with metrics over without, one ratio per A B B A round."""
+    pair = [next(v for v in VARIANTS if v.name == name) for name in (OURS, METRICS_OFF)]
+    names = [
+        app_container(bench, variant, "cost", f"--cpuset-cpus={APP_CPU}", workers=1)
+        for variant in pair
+    ]
+    try:
+        urls = []
+        for name in names:
+            host = measure.container_ip(name, bench.network)
+            measure.wait_for_200(
+                host, PORT, METRICS_COST_ROUTE, since=time.perf_counter(), name=name
+            )
+            measure.wait_for_log(name, STARTUP_LINE, 1)
+            urls.append(f"http://{host}:{PORT}{METRICS_COST_ROUTE}")
+        ratios = []
+        for _ in range(METRICS_COST_ROUNDS):
+            rps = [0.0, 0.0]
+            for index in (0, 1, 1, 0):
+                load = measure.wrk(
+                    urls[index], connections=CONNECTIONS, seconds=METRICS_COST_LOAD_S, cpu=LOAD_CPU
+                )
+                rps[index] += load.rps
+            ratios.append(rps[0] / rps[1])
+        return ratios
+    finally:
+        for name in names:
+            bench.resources.remove_container(name)
+
+
 def measure_run(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
     migrate(bench, variant)
     start = measure_start(bench, variant)
@@ -380,6 +423,8 @@ class Samples:
     details: dict[str, dict[Stage, list[Details]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
     )
+    # Requests/s with metrics over without, one per round of every run.
+    metrics_ratios: list[float] = field(default_factory=list)
 
     def add(self, variant: str, stage: Stage, figures: Figures, details: Details) -> None:
         for key, value in figures.items():
@@ -395,6 +440,8 @@ def measure_all(bench: Bench) -> Samples:
             for variant in measured(stage):
                 log(f"run {index}/{bench.runs}: {stage.value} {variant.name}")
                 samples.add(variant.name, stage, *measure_stage(bench, variant))
+        log(f"run {index}/{bench.runs}: metrics on against off")
+        samples.metrics_ratios += measure_metrics_cost(bench)
     return samples
 
 
@@ -473,6 +520,7 @@ def results(bench: Bench, samples: Samples) -> dict[str, Any]:
         },
         "figures": [report.figure_json(figure) for figure in FIGURES],
         "variants": {v.name: variant_results(bench, samples, v) for v in VARIANTS},
+        "metrics_cost": report.metrics_cost(samples.metrics_ratios),
     }
     return data | report.analysis(data)
 
