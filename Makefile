@@ -7,7 +7,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help test test-fast lint lock bench
+.PHONY: help project test test-fast lint lock bench mutations
 
 help: ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -16,6 +16,10 @@ $(STAMP): requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --require-hashes -r requirements-dev.txt
 	touch $@
+
+project: $(STAMP) ## Generate a project with the default answers: make project DEST=../myapp [ARGS='--data database=sqlite']
+	$(if $(DEST),,$(error Set DEST to the directory to generate, e.g. make project DEST=../myapp))
+	$(VENV)/bin/copier copy --defaults --vcs-ref HEAD $(ARGS) $(CURDIR) $(DEST)
 
 $(CHECKOV_STAMP): requirements-checkov.txt $(STAMP)
 	$(VENV)/bin/uv venv --quiet --allow-existing --python $(PYTHON) $(CHECKOV_VENV)
@@ -28,6 +32,9 @@ test: $(STAMP) $(CHECKOV_STAMP) ## Run every test of the template: renderings, g
 
 test-fast: $(STAMP) $(CHECKOV_STAMP) ## Run the fast tests only (seconds; no installs, no Docker)
 	$(VENV)/bin/pytest -n auto -m "not slow and not docker"
+
+mutations: $(STAMP) ## Break the template on purpose (tests/mutations.yml) and check the tests catch each breakage
+	$(VENV)/bin/python scripts/mutations.py
 
 lint: $(STAMP) ## Lint and format-check the template's own Python
 	$(VENV)/bin/ruff check .

@@ -38,10 +38,11 @@ def render_pyproject(database: str) -> str:
 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp, "src"), Path(tmp, "dst")
-        # Only the questions and this one file: the rest of the template includes
-        # the locks that this script is about to write.
+        # Only the questions, the macros they import and this one file: the rest of
+        # the template includes the locks that this script is about to write.
         (src / PYPROJECT).parent.mkdir(parents=True)
         shutil.copy(ROOT / "copier.yml", src / "copier.yml")
+        shutil.copytree(ROOT / "includes", src / "includes")
         shutil.copy(ROOT / PYPROJECT, src / PYPROJECT)
         copier.run_copy(
             str(src),

@@ -217,6 +217,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """In CI a skipped test is a failure: CI must run every test, Docker ones included."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = reporter.stats.get("skipped", []) if reporter else []
-    if os.environ.get("CI") and skipped and exitstatus == 0:
-        reporter.write_line(f"CI: {len(skipped)} test(s) skipped; failing the run.")
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if os.environ.get("CI") and skipped:
+        reporter.ensure_newline()
+        reporter.write_line(f"CI: {len(skipped)} test(s) skipped; failing the run:")
+        for report in skipped:
+            reporter.write_line(f"  {report.nodeid}: {skip_reason(report)}")
+        if exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def skip_reason(report: pytest.TestReport) -> str:
+    # A skip's longrepr is (file, line, "Skipped: reason").
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple):
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)

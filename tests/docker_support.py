@@ -14,7 +14,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,13 @@ def answers(database: str, hardening: bool = True, python: str = DEFAULT_PYTHON)
     return {"python_version": python, "database": database, "production_hardening": hardening}
 
 
+# Sessions of other checkouts may share the engine: each session's images get their own
+# names, so one session's clean-up never removes another's (BuildKit's cache is shared).
+SESSION = uuid.uuid4().hex[:8]
+
+
 def image_name(database: str, hardening: bool = True, python: str = DEFAULT_PYTHON) -> str:
-    return f"{PREFIX}-{database}-{'hardened' if hardening else 'plain'}-py{python}"
+    return f"{PREFIX}-{SESSION}-{database}-{'hardened' if hardening else 'plain'}-py{python}"
 
 
 def build(
@@ -107,12 +113,12 @@ def inspect(kind: str, name: str) -> Any:
     return json.loads(run("docker", kind, "inspect", name).stdout)[0]
 
 
-def http(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
+def http(url: str, method: str = "GET", body: Any = None, timeout: float = 10) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             raw = response.read()
             return response.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as error:
@@ -120,27 +126,42 @@ def http(url: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
         return error.code, json.loads(raw) if raw else None
 
 
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    """Polls until `condition` returns something truthy, and returns it; the timeout
+    only bounds a hang, it asserts nothing about speed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.05)
+    pytest.fail(f"not seen within {timeout} s: {what}")
+
+
+def answers_200(url: str) -> bool:
+    try:
+        return http(url)[0] == 200
+    except OSError:
+        return False
+
+
 def wait_for_200(url: str, timeout: float = 60) -> float:
     """Seconds until `url` first answers 200."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if http(url)[0] == 200:
-                return time.monotonic() - started
-        except OSError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"{url} did not answer 200 within {timeout} s")
+    wait_until(lambda: answers_200(url), f"{url} answering 200", timeout)
+    return time.monotonic() - started
 
 
 def wait_healthy(container: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = inspect("container", container)["State"]["Health"]["Status"]
-        if status == "healthy":
-            return
-        time.sleep(0.5)
-    pytest.fail(f"{container} not healthy after {timeout} s")
+    wait_until(
+        lambda: inspect("container", container)["State"]["Health"]["Status"] == "healthy",
+        f"{container} healthy",
+        timeout,
+    )
+
+
+def logs(container: str) -> str:
+    result = run("docker", "logs", container)
+    return result.stdout + result.stderr
 
 
 def host_port(container: str) -> int:
@@ -206,25 +227,31 @@ def remains(project_name: str) -> list[str]:
     ]
 
 
+@contextmanager
+def compose_stack(
+    images: Images, render: Renderer, database: str, hardening: bool
+) -> Iterator[Stack]:
+    """A production stack of the rendered project, up and healthy; removed afterwards."""
+    image = images.get(database, hardening)
+    repository, tag = image.rsplit(":", 1)
+    name = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
+    env = {
+        **DB_ENV,
+        "BACKEND_IMAGE": repository,
+        "BACKEND_TAG": tag,
+        "BACKEND_PORT": "0",
+    }
+    started = Stack(render(**answers(database, hardening)), name, env)
+    try:
+        started.compose("up", "--detach", "--wait", "--wait-timeout", "180", "--no-build")
+        yield started
+    finally:
+        started.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+
+
 @pytest.fixture
 def stack(images: Images, render: Renderer) -> Iterator[Any]:
-    stacks: list[Stack] = []
-
-    def _up(database: str, hardening: bool) -> Stack:
-        image = images.get(database, hardening)
-        repository, tag = image.rsplit(":", 1)
-        name = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
-        env = {
-            **DB_ENV,
-            "BACKEND_IMAGE": repository,
-            "BACKEND_TAG": tag,
-            "BACKEND_PORT": "0",
-        }
-        started = Stack(render(**answers(database, hardening)), name, env)
-        stacks.append(started)
-        started.compose("up", "--detach", "--wait", "--wait-timeout", "180", "--no-build")
-        return started
-
-    yield _up
-    for started in stacks:
-        started.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+    with ExitStack() as stacks:
+        yield lambda database, hardening: stacks.enter_context(
+            compose_stack(images, render, database, hardening)
+        )

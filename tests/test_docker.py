@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +33,47 @@ from docker_support import (
     host_port,
     http,
     inspect,
+    logs,
     remains,
     wait_for_200,
     wait_healthy,
+    wait_until,
 )
 
-from conftest import DATABASES, HARDENING, Renderer, run
+from conftest import DATABASES, HARDENING, Renderer, default, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
+
+# README: "security headers are always sent"; HSTS only in hardened production.
+SECURITY_HEADERS = {
+    "x-content-type-options",
+    "x-frame-options",
+    "content-security-policy",
+    "referrer-policy",
+    "cross-origin-opener-policy",
+    "permissions-policy",
+}
+
+
+def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
+    """Status and lower-cased headers of one GET, redirects not followed."""
+    connection = HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        response.read()
+        return response.status, {name.lower(): value for name, value in response.getheaders()}
+    finally:
+        connection.close()
+
+
+def assert_served_as_answered(port: int, hardening: bool) -> None:
+    """No server header, the security headers, and HSTS and docs as the answer says."""
+    headers = get(port, "/health")[1]
+    assert "server" not in headers
+    assert set(headers) >= SECURITY_HEADERS
+    assert ("strict-transport-security" in headers) is hardening
+    assert get(port, "/docs")[0] == (404 if hardening else 200)
 
 
 # --- Static checks of the rendered files -------------------------------------------
@@ -72,9 +106,11 @@ def test_production_image_serves_as_non_root(
     if database == "sqlite":
         options += ["--mount", "type=volume,target=/app/data"]
     name = container(image, *options)
-    url = f"http://127.0.0.1:{host_port(name)}"
+    port = host_port(name)
+    url = f"http://127.0.0.1:{port}"
     seconds = wait_for_200(f"{url}/health")
     print(f"{image}: first 200 on /health {seconds:.2f} s after start")
+    assert_served_as_answered(port, hardening)
     status, body = http(f"{url}/ready")
     if database in SERVER_DATABASES:  # no database server runs alongside
         assert (status, body["status"]) == (503, "unavailable")
@@ -98,20 +134,186 @@ def test_production_image_holds_only_the_runtime(images: Images, database: str) 
     assert found.split() == []
 
 
+# One worker: fewer processes writing into the same log at once.
+VERBOSE_IMPORTS = ["--env", "PYTHONVERBOSE=1", "--env", "WEB_CONCURRENCY=1"]
+
+
+# Runs inside the image: every ELF file under the given directory without a symbol table
+# or debug sections (`strip --strip-unneeded` removes both).
+UNSTRIPPED = r"""
+import struct, sys
+from pathlib import Path
+
+def sections(data):
+    offset, = struct.unpack_from("<Q", data, 0x28)
+    size, count, names_index = struct.unpack_from("<HHH", data, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQ", data, offset + i * size) for i in range(count)]
+    names_at = headers[names_index][4]
+    for header in headers:
+        start = names_at + header[0]
+        yield data[start:data.index(b"\0", start)].decode()
+
+found = 0
+for path in Path(sys.argv[1]).rglob("*.so*"):
+    data = path.read_bytes()
+    if data[:4] == b"\x7fELF":
+        found += 1
+        if any(n == ".symtab" or n.startswith(".debug") for n in sections(data)):
+            print(path)
+print(f"{found} shared objects", file=sys.stderr)
+"""
+
+
 @pytest.mark.parametrize("database", DATABASES)
-def test_development_image_has_the_tools(images: Images, database: str) -> None:
+def test_production_image_has_stripped_extensions_and_compiles_nothing_at_start(
+    images: Images, container: Any, database: str
+) -> None:
+    image = images.get(database)
+    unstripped = run(
+        "docker", "run", "--rm", "--entrypoint", "python", image, "-c", UNSTRIPPED, "/opt/venv"
+    )
+    assert unstripped.stdout.split() == []
+    assert int(unstripped.stderr.split()[0]) > 0, unstripped.stderr
+    options = ["--mount", "type=volume,target=/app/data"] if database == "sqlite" else []
+    name = container(image, *HARDENED_RUN, *options, *VERBOSE_IMPORTS)
+    wait_for_200(f"http://127.0.0.1:{host_port(name)}/health")
+    assert_nothing_compiled_at_start(name)
+
+
+def assert_nothing_compiled_at_start(container: str) -> None:
+    """Started with PYTHONVERBOSE=1, the server named the file each module's code came
+    from: a `.py` file means it was compiled at start (app, venv or standard library)."""
+    # Several processes share the log, so a message may run into the next one.
+    loaded = re.findall(r"# code object from '?([^'\s]+)", logs(container))
+    assert any("/app/app/" in path for path in loaded)
+    assert [path for path in loaded if not path.endswith(".pyc")] == []
+
+
+def worker_count(container: str) -> int:
+    """gunicorn processes whose parent is a gunicorn process: the workers."""
+    table = run(
+        "docker", "exec", container, "sh", "-c",
+        'for p in /proc/[0-9]*; do echo "${p#/proc/} $(cut -d" " -f4 $p/stat)'
+        ' $(tr "\\0" " " < $p/cmdline)"; done',
+    ).stdout  # fmt: skip
+    gunicorn = {
+        pid: parent
+        for pid, parent, *command in (line.split(" ", 2) for line in table.splitlines())
+        if "bin/gunicorn" in " ".join(command)
+    }
+    return sum(parent in gunicorn for parent in gunicorn.values())
+
+
+INSIDE_REDIRECT = (
+    "import urllib.request as u\n"
+    "class Stop(u.HTTPRedirectHandler):\n"
+    "    def redirect_request(self, *args): return None\n"
+    "try:\n"
+    "    u.build_opener(Stop).open(u.Request('http://127.0.0.1:8000/health/',"
+    " headers={'X-Forwarded-Proto': 'https'}))\n"
+    "except u.HTTPError as redirect:\n"
+    "    print(redirect.headers['location'])\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("environment", "workers", "trusted_from_host"),
+    [
+        ({}, default("workers"), False),
+        ({"WEB_CONCURRENCY": "3", "FORWARDED_ALLOW_IPS": "*"}, 3, True),
+    ],
+    ids=["answers", "environment-overrides"],
+)
+def test_workers_and_trusted_proxies_follow_the_answer_and_the_environment(
+    images: Images,
+    container: Any,
+    environment: dict[str, str],
+    workers: int,
+    trusted_from_host: bool,
+) -> None:
+    image = images.get("none")
+    options = [arg for key, value in environment.items() for arg in ("--env", f"{key}={value}")]
+    name = container(image, *HARDENED_RUN, *options)
+    wait_until(
+        lambda: logs(name).count("Application startup complete.") >= workers,
+        f"{workers} workers started",
+    )
+    assert worker_count(name) == workers
+    # A redirect's scheme follows X-Forwarded-Proto only from a trusted proxy.
+    inside = run("docker", "exec", name, "python", "-c", INSIDE_REDIRECT).stdout.strip()
+    assert inside.startswith("https://"), inside
+    status, headers = get(host_port(name), "/health/", {"X-Forwarded-Proto": "https"})
+    assert status == 307
+    assert headers["location"].startswith("https://" if trusted_from_host else "http://")
+
+
+# A red tree: each breaks one of Dockerfile.production's gates, which must name it.
+RED_TREES = {
+    "lint": ("app/unused_import.py", '"""Red."""\n\nimport os\n', "F401"),
+    "types": (
+        "app/wrong_type.py",
+        '"""Red."""\n\n\ndef red() -> int:\n    return "red"\n',
+        "Incompatible return value type",
+    ),
+    "tests": (
+        "tests/test_red.py",
+        '"""Red."""\n\n\ndef test_red() -> None:\n    assert sum([1, 1]) == 3\n',
+        "FAILED tests/test_red.py::test_red",
+    ),
+}
+
+
+@pytest.mark.parametrize("gate", RED_TREES)
+def test_release_build_refuses_a_red_tree(
+    images: Images, render: Renderer, tmp_path: Path, gate: str
+) -> None:
+    images.get("none", kind="release")  # a green tree builds; its cache serves this one
+    project = tmp_path / "project"
+    shutil.copytree(render(**answers("none")), project)
+    path, text, message = RED_TREES[gate]
+    (project / "backend" / path).write_text(text)
+    tag = f"{PREFIX}-red:{uuid.uuid4().hex[:8]}"
+    args = ["docker", "build", "--progress=plain", "-f", "Dockerfile.production", "-t", tag, "."]
+    result = run(*args, cwd=project / "backend", check=False, env={"DOCKER_BUILDKIT": "1"})
+    assert result.returncode != 0, f"{gate}: the red tree was built into an image"
+    assert message in result.stderr, result.stderr[-3000:]
+
+
+# Secrets and local state a developer may leave in backend/; .dockerignore keeps them out.
+PLANTED = [".env", ".env.production", "data/app.db", "local.db", "dump.sqlite3", ".venv/secret"]
+
+
+def test_secrets_and_local_state_stay_out_of_the_images(
+    images: Images, render: Renderer, tmp_path: Path
+) -> None:
+    images.get("sqlite", kind="development")  # warms the cache
+    project = tmp_path / "project"
+    shutil.copytree(render(**answers("sqlite")), project)
+    backend = project / "backend"
+    for relative in PLANTED:
+        (backend / relative).parent.mkdir(parents=True, exist_ok=True)
+        (backend / relative).write_text("SECRET=planted\n")
+    tag = f"{PREFIX}-context:{uuid.uuid4().hex[:8]}"
+    try:
+        build(backend, tag, target="development")  # the target that copies the whole context
+        script = "grep -rls SECRET=planted /app; ls /app/tests >/dev/null && echo tests-present"
+        found = run("docker", "run", "--rm", tag, "sh", "-c", script, check=False).stdout
+    finally:
+        run("docker", "image", "rm", "--force", tag, check=False)
+    assert found.split() == ["tests-present"]
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_development_image_has_the_tools_and_runs_as_uid_10001(
+    images: Images, database: str
+) -> None:
     image = images.get(database, kind="development")
     config = inspect("image", image)["Config"]
     assert "--reload" in config["Cmd"]
-    run(
-        "docker",
-        "run",
-        "--rm",
-        image,
-        "sh",
-        "-c",
-        "ruff --version && mypy --version && pytest --version && uv --version",
-    )
+    assert config["User"] == "10001:10001"
+    script = "id -u && ruff --version && mypy --version && pytest --version && uv --version"
+    output = run("docker", "run", "--rm", image, "sh", "-c", script).stdout
+    assert output.splitlines()[0] == "10001"
 
 
 @pytest.mark.parametrize("database", DATABASES)
@@ -149,8 +351,11 @@ def test_release_image_is_checked_and_hardened(
 @pytest.mark.parametrize("python", OTHER_PYTHONS)
 def test_production_image_on_each_python(images: Images, container: Any, python: str) -> None:
     image = images.get("postgresql", python=python)
-    name = container(image, *HARDENED_RUN)
+    name = container(image, *HARDENED_RUN, *VERBOSE_IMPORTS)
     wait_for_200(f"http://127.0.0.1:{host_port(name)}/health")
+    # The official images ship no standard-library bytecode (nor do the stand-ins here,
+    # but for the Debian-built 3.14 and 3.15): the image must bring its own.
+    assert_nothing_compiled_at_start(name)
     version = run("docker", "exec", name, "python", "-c", "import sys; print(sys.version)").stdout
     assert version.startswith(python + ".")
 
@@ -212,27 +417,43 @@ def test_generated_suite_passes_in_the_development_container(
 # --- The compose stack -----------------------------------------------------------
 
 
-def slow_request_survives_stop(stack: Stack, port: int) -> None:
-    """A request still receiving its body when `docker stop` arrives is answered."""
+def received_and_read(container: str, client_port: int) -> bool:
+    """The container's end of our connection is established and its receive queue is
+    empty: the server has read everything sent so far."""
+    table = run("docker", "exec", container, "cat", "/proc/net/tcp", "/proc/net/tcp6").stdout
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 4 and fields[2].endswith(f":{client_port:04X}") and fields[3] == "01":
+            return fields[4].endswith(":00000000")
+    return False
+
+
+def stop_in_background(container: str) -> tuple[threading.Thread, list[Any]]:
+    results: list[Any] = []
+    stopper = threading.Thread(target=lambda: results.append(run("docker", "stop", container)))
+    stopper.start()
+    return stopper, results
+
+
+def graceful_stop_answers_the_request_in_flight(stack: Stack) -> None:
+    """`docker stop` during a request still receiving its body: the request is answered,
+    then the container exits cleanly (not killed at the end of the grace period)."""
+    container = stack.container("backend")
+    address = next(iter(inspect("container", container)["NetworkSettings"]["Networks"].values()))[
+        "IPAddress"
+    ]
     body = json.dumps({"name": "in-flight"}).encode()
-    conn = socket.create_connection(("127.0.0.1", port), timeout=15)
+    # Straight to the container, so its socket table shows our connection's state.
+    conn = socket.create_connection((address, 8000), timeout=30)
     conn.sendall(
         b"POST /api/items HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body[:5]
     )
-    time.sleep(0.5)
-    container = stack.container("backend")
-    stopped: dict[str, float] = {}
-
-    def stop() -> None:
-        started = time.monotonic()
-        run("docker", "stop", container)
-        stopped["seconds"] = time.monotonic() - started
-
-    stopper = threading.Thread(target=stop)
-    stopper.start()
-    time.sleep(1.5)
+    client_port = conn.getsockname()[1]
+    wait_until(lambda: received_and_read(container, client_port), "the partial request read")
+    stopper, results = stop_in_background(container)
+    wait_until(lambda: "Handling signal: term" in logs(container), "gunicorn got SIGTERM")
     conn.sendall(body[5:])
     response = b""
     while chunk := conn.recv(65536):
@@ -240,9 +461,17 @@ def slow_request_survives_stop(stack: Stack, port: int) -> None:
         if b"\r\n\r\n" in response and response.rstrip().endswith(b"}"):
             break
     conn.close()
-    stopper.join(timeout=30)
+    stopper.join()
+    assert results, "docker stop did not complete"
     assert response.startswith(b"HTTP/1.1 201"), response
-    assert stopped["seconds"] < 10
+    assert inspect("container", container)["State"]["ExitCode"] == 0
+
+
+def graceful_stop_when_idle(stack: Stack) -> None:
+    """Without requests (and without a database) the server shuts down cleanly."""
+    container = stack.container("backend")
+    run("docker", "stop", container)
+    assert "Shutting down: Master" in logs(container)
     assert inspect("container", container)["State"]["ExitCode"] == 0
 
 
@@ -271,9 +500,9 @@ def test_production_stack(stack: Any, database: str, hardening: bool) -> None:
         assert "no-new-privileges:true" in host["SecurityOpt"]
         assert host["Init"] is True
         assert int(cap_eff, 16) == 0
-        assert http(f"{url}/docs")[0] == 404
     else:
         assert host["ReadonlyRootfs"] is False
+    assert_served_as_answered(port, hardening)
 
     if database != "none":
         migrate = inspect("container", up.container("migrate"))["State"]
@@ -286,7 +515,9 @@ def test_production_stack(stack: Any, database: str, hardening: bool) -> None:
         assert (status_code, patched["name"]) == (200, "gadget")
         assert http(f"{url}/api/items/{item['id']}", "DELETE")[0] == 204
         assert http(f"{url}/api/items/{item['id']}")[0] == 404
-        slow_request_survives_stop(up, port)
+        graceful_stop_answers_the_request_in_flight(up)
+    else:
+        graceful_stop_when_idle(up)
 
     up.compose("down", "--volumes", "--remove-orphans", "--timeout", "5")
     assert remains(up.name) == []

@@ -4,6 +4,7 @@ ships its variant's lock byte for byte. No network: stale means re-run scripts/l
 from __future__ import annotations
 
 import importlib.util
+import re
 from types import ModuleType
 
 import pytest
@@ -33,14 +34,32 @@ def test_locks_are_fresh(database: str) -> None:
         )
 
 
+HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}\b")
+
+
+def pinned_hashes(text: str) -> dict[str, list[str]]:
+    """Each requirement line of a lock, with the hashes of its continuation lines."""
+    entries: dict[str, list[str]] = {}
+    current = ""
+    for line in text.splitlines():
+        if line and line[0].isalnum():
+            current = line.removesuffix("\\").strip()
+            entries[current] = []
+        elif current and line.startswith(" "):
+            entries[current] += HASH.findall(line)
+    return entries
+
+
 @pytest.mark.parametrize("database", DATABASES)
-def test_locks_pin_every_package_with_hashes(database: str) -> None:
+def test_locks_pin_every_package_with_its_own_hashes(database: str) -> None:
     for name in LOCK.LOCK_FILES:
         text = (REPO / "locks" / database / name).read_text()
-        pins = [line for line in text.splitlines() if line and line[0].isalnum()]
-        assert pins, name
-        assert all("==" in pin for pin in pins), name
-        assert text.count("--hash=sha256:") >= len(pins), name
+        entries = pinned_hashes(text)
+        assert entries, name
+        unpinned = [pin for pin in entries if "==" not in pin]
+        assert not unpinned, f"{name}: not pinned to one version: {unpinned}"
+        unhashed = [pin for pin, hashes in entries.items() if not hashes]
+        assert not unhashed, f"{name}: pinned without a hash: {unhashed}"
         assert text.endswith("\n"), name
         assert not text.endswith("\n\n"), name
 

@@ -1,13 +1,17 @@
 """The questions: good answers render without trust, bad ones are refused before anything
-is written, and every question changes what is rendered."""
+is written, and every question changes what its answer demands."""
 
 from __future__ import annotations
 
-import filecmp
+import ast
+import re
+import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from copier import run_copy
 
 from conftest import ASKED, COPIER_YML, REPO, default
@@ -87,26 +91,148 @@ def test_other_answers_cover_every_question():
     assert all(OTHER_ANSWER[name] != default(name) for name in ASKED)
 
 
-def differing_files(left: Path, right: Path) -> list[str]:
-    """Relative paths that differ between two renderings, the answers file aside."""
-    comparison = filecmp.dircmp(left, right, ignore=[".copier-answers.yml"])
-    found: list[str] = []
+def fastapi_argument(project: Path, name: str) -> Any:
+    """A keyword argument of the app's `FastAPI(...)` call: what its OpenAPI document shows."""
+    tree = ast.parse((project / "backend" / "app" / "main.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "FastAPI":
+            return next(ast.literal_eval(kw.value) for kw in node.keywords if kw.arg == name)
+    raise AssertionError("no FastAPI(...) call in app/main.py")
 
-    def walk(node: filecmp.dircmp[str], prefix: str) -> None:
-        found.extend(prefix + name for name in node.left_only + node.right_only)
-        found.extend(prefix + name for name in node.diff_files)
-        for name, child in node.subdirs.items():
-            walk(child, f"{prefix}{name}/")
 
-    walk(comparison, "")
-    return found
+def module_constant(path: Path, name: str) -> Any:
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [
+            name
+        ]:
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{path}: no constant {name}")
+
+
+def dockerfile_lines(project: Path, prefix: str) -> list[str]:
+    return [
+        line.strip().removesuffix("\\").strip()
+        for name in ("Dockerfile", "Dockerfile.production")
+        for line in (project / "backend" / name).read_text().splitlines()
+        if line.strip().startswith(prefix)
+    ]
+
+
+def yaml_file(project: Path, name: str) -> Any:
+    return yaml.safe_load((project / name).read_text())
+
+
+def pyproject(project: Path) -> Any:
+    return tomllib.loads((project / "backend" / "pyproject.toml").read_text())["project"]
+
+
+def setup_python_versions(project: Path) -> list[str]:
+    workflow = yaml_file(project, ".github/workflows/ci.yml")
+    return [
+        step["with"]["python-version"]
+        for job in workflow["jobs"].values()
+        for step in job["steps"]
+        if step.get("uses", "").startswith("actions/setup-python@")
+    ]
+
+
+def production_backend(project: Path) -> Any:
+    return yaml_file(project, "docker-compose.production.yml")["services"]["backend"]
+
+
+# What each question must change, read from a rendering, and the value the answer
+# demands there (the spec: README's table of questions).
+Observation = tuple[Callable[[Path], Any], Callable[[Any], Any]]
+OBSERVATIONS: dict[str, list[Observation]] = {
+    "project_name": [
+        (lambda p: fastapi_argument(p, "title"), lambda name: name),
+        (lambda p: (p / "README.md").read_text().splitlines()[0], lambda name: f"# {name}"),
+    ],
+    "project_slug": [
+        (lambda p: yaml_file(p, "docker-compose.yml")["name"], lambda slug: slug),
+        (
+            lambda p: yaml_file(p, "docker-compose.yml")["services"]["backend"]["image"],
+            lambda slug: f"${{BACKEND_IMAGE:-{slug}-backend}}:${{BACKEND_TAG:-latest}}",
+        ),
+        (
+            lambda p: re.findall(r"^IMAGE \?= (.+)$", (p / "Makefile").read_text(), re.M),
+            lambda slug: [f"{slug}-backend"],
+        ),
+        (lambda p: pyproject(p)["name"], lambda slug: slug),
+    ],
+    "description": [
+        (lambda p: fastapi_argument(p, "description"), lambda text: text),
+        (lambda p: pyproject(p)["description"], lambda text: text),
+    ],
+    "author_name": [(lambda p: pyproject(p)["authors"][0]["name"], lambda name: name)],
+    "author_email": [(lambda p: pyproject(p)["authors"][0]["email"], lambda email: email)],
+    "python_version": [
+        (setup_python_versions, lambda version: [version, version]),
+        (
+            lambda p: dockerfile_lines(p, "ARG PYTHON_VERSION="),
+            lambda v: [f"ARG PYTHON_VERSION={v}"] * 2,
+        ),
+        (lambda p: pyproject(p)["requires-python"], lambda version: f">={version}"),
+    ],
+    "database": [
+        (
+            lambda p: sorted(
+                line.split("==")[0]
+                for line in (p / "backend" / "requirements.txt").read_text().splitlines()
+                if line.startswith(("asyncpg==", "aiomysql==", "aiosqlite=="))
+            ),
+            lambda database: [DRIVERS[database]] if database in DRIVERS else [],
+        ),
+    ],
+    "workers": [
+        (
+            lambda p: dockerfile_lines(p, "WEB_CONCURRENCY="),
+            lambda workers: [f"WEB_CONCURRENCY={workers}"] * 2,
+        ),
+        (
+            lambda p: re.findall(
+                r"^# (WEB_CONCURRENCY=.*)$", (p / ".env.example").read_text(), re.M
+            ),
+            lambda workers: [f"WEB_CONCURRENCY={workers}"],
+        ),
+    ],
+    "production_hardening": [
+        (
+            lambda p: module_constant(p / "backend/app/core/config.py", "PRODUCTION_HARDENING"),
+            lambda hardened: hardened,
+        ),
+        (
+            lambda p: {key: production_backend(p).get(key) for key in ("read_only", "cap_drop")},
+            lambda hardened: (
+                {"read_only": True, "cap_drop": ["ALL"]}
+                if hardened
+                else {"read_only": None, "cap_drop": None}
+            ),
+        ),
+        (
+            lambda p: production_backend(p).get("environment", {}).get("DOCS_ENABLED"),
+            lambda hardened: "false" if hardened else None,
+        ),
+    ],
+}
+# The slug the default project name ("My Service") derives.
+DEFAULT_SLUG = "my-service"
+DRIVERS = {"postgresql": "asyncpg", "mysql": "aiomysql", "sqlite": "aiosqlite"}
+
+
+def test_every_question_has_observations():
+    assert set(OBSERVATIONS) == set(ASKED)
 
 
 @pytest.mark.parametrize("question", ASKED)
-def test_every_question_changes_what_is_rendered(render, question):
-    baseline = render()
-    changed = render(**{question: OTHER_ANSWER[question]})
-    assert differing_files(baseline, changed)
+def test_every_question_changes_what_its_answer_demands(render, question):
+    baseline = DEFAULT_SLUG if question == "project_slug" else default(question)
+    for answer, project in (
+        (baseline, render()),
+        (OTHER_ANSWER[question], render(**{question: OTHER_ANSWER[question]})),
+    ):
+        for observe, expected in OBSERVATIONS[question]:
+            assert observe(project) == expected(answer), (question, answer)
 
 
 def test_slug_is_derived_from_the_name(render):

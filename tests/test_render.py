@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -139,3 +140,70 @@ def test_python_version_reaches_the_images_and_the_project(render, answers):
         assert f"ARG PYTHON_VERSION={version}\n" in text
     pyproject = (project / "backend" / "pyproject.toml").read_text()
     assert f'requires-python = ">={version}"' in pyproject
+
+
+def test_every_dependency_install_checks_hashes(render, answers):
+    for name in ("Dockerfile", "Dockerfile.production"):
+        dockerfile = (render(**answers) / "backend" / name).read_text().replace("\\\n", " ")
+        installs = re.findall(r"\buv pip install\b[^&\n]*", dockerfile)
+        assert installs, name
+        for install in installs:
+            assert "--require-hashes" in install, f"{name}: {install}"
+
+
+def test_every_image_target_runs_as_uid_10001(render, answers):
+    for name in ("Dockerfile", "Dockerfile.production"):
+        stages = re.split(r"^FROM ", (render(**answers) / "backend" / name).read_text(), flags=re.M)
+        runnable = [
+            stage for stage in stages if re.match(r"\S+ AS (production|development)\b", stage)
+        ]
+        assert runnable, name
+        for stage in runnable:
+            users = re.findall(r"^USER (.+)$", stage, flags=re.M)
+            assert users[-1:] == ["10001:10001"], f"{name}: {stage.splitlines()[0]}"
+
+
+def settings_fields(project: Path) -> list[str]:
+    """The variables the generated Settings class reads: its annotated fields."""
+    tree = ast.parse((project / "backend" / "app" / "core" / "config.py").read_text())
+    (settings,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Settings"]
+    return [
+        node.target.id
+        for node in settings.body
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+    ]
+
+
+def test_env_example_lists_every_setting(render, answers):
+    project = render(**answers)
+    fields = settings_fields(project)
+    assert "ENVIRONMENT" in fields
+    assert ("DATABASE_URL" in fields) == (answers["database"] != "none")
+    listed = re.findall(r"^(?:# )?([A-Z_]+)=", (project / ".env.example").read_text(), re.M)
+    assert set(fields) <= set(listed), set(fields) - set(listed)
+    assert "WEB_CONCURRENCY" in listed
+
+
+def test_production_compose_hardens_as_answered(render, answers):
+    project = render(**answers)
+    services = yaml.safe_load((project / "docker-compose.production.yml").read_text())["services"]
+    base = yaml.safe_load((project / "docker-compose.yml").read_text())["services"]
+    hardened = answers["production_hardening"]
+    for name in ("backend", "migrate") if answers["database"] != "none" else ("backend",):
+        service = services[name]
+        assert service["user"] == "10001:10001", name
+        assert service.get("read_only", False) is hardened, name
+        assert service.get("cap_drop") == (["ALL"] if hardened else None), name
+        assert ("no-new-privileges:true" in service.get("security_opt", [])) is hardened, name
+        assert service.get("init", False) is hardened, name
+        limits = service["deploy"]["resources"]["limits"]
+        assert {"memory", "pids"} <= set(limits), name
+    backend = services["backend"]
+    assert backend["deploy"]["restart_policy"]["max_attempts"] == 5
+    assert (backend.get("environment", {}).get("DOCS_ENABLED") == "false") is hardened
+    # Published on loopback unless BACKEND_HOST says otherwise.
+    assert base["backend"]["ports"] == ["${BACKEND_HOST:-127.0.0.1}:${BACKEND_PORT:-8000}:8000"]
+    if answers["database"] != "none":
+        assert base["backend"]["depends_on"]["migrate"] == {
+            "condition": "service_completed_successfully"
+        }

@@ -1,31 +1,65 @@
-"""`copier update` brings the template's improvements and keeps the project's own changes."""
+"""Releases and `copier update`: a project generated from any of three releases updates to
+the latest one, keeps the team's own edits, and every conflict it leaves is reported by
+the project's pre-commit check; the scheduled workflow reports a new release; changing an
+answer through an update removes what the old answer rendered."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 from copier import run_copy, run_update
 
-from conftest import REPO
+from conftest import REPO, run
 
 GIT_ENV = {
-    **os.environ,
     "GIT_AUTHOR_NAME": "Template Test",
     "GIT_AUTHOR_EMAIL": "test@example.com",
     "GIT_COMMITTER_NAME": "Template Test",
     "GIT_COMMITTER_EMAIL": "test@example.com",
 }
-CONFLICT_MARKERS = ("<<<<<<<", ">>>>>>>")
+# What a template release is made of: the paths Copier reads.
+TEMPLATE_PARTS = {"copier.yml", "includes", "template", "locks"}
+MARKERS = ("<" * 7, ">" * 7)
+HOOK = "scripts/check_update_leftovers.py"
+LATEST = "v0.4.0"
+
+# Each release changes the template; (path, old text, new text), old "" appends.
+RELEASES = {
+    "v0.1.0": [],
+    "v0.2.0": [
+        ("template/.gitignore", "", "\n# Profiler output\n*.profile\n"),
+        ("template/README.md.jinja", "## Configuration\n", "## Settings\n"),
+    ],
+    "v0.3.0": [
+        ("template/.editorconfig", "", "root = true\n"),
+        ("template/.env.example.jinja", "READY_TIMEOUT=2\n", "READY_TIMEOUT=3\n"),
+    ],
+    # The latest release changes, among others, a line the team changed too.
+    LATEST: [
+        ("template/README.md.jinja", "## Routes\n", "## Endpoints\n"),
+        ("template/Makefile.jinja", "-backend\n", "-api\n"),
+    ],
+}
+# The team's own work on the generated project: (path, old text, new text).
+TEAM_EDITS = [
+    ("README.md", "", "\n## Team notes\n\nOn call: the payments team.\n"),
+    (".gitignore", "# Local configuration", "/notes/\n\n# Local configuration"),
+    ("Makefile", "IMAGE ?= my-service-backend", "IMAGE ?= registry.example.com/payments/api"),
+    ("backend/app/billing.py", "", '"""Billing."""\n'),
+]
+CONFLICTING = "Makefile"
 
 
 def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True, text=True
-    ).stdout
+    return run("git", *args, cwd=cwd, env=GIT_ENV).stdout
 
 
 def commit_all(cwd: Path, message: str) -> None:
@@ -33,64 +67,195 @@ def commit_all(cwd: Path, message: str) -> None:
     git(cwd, "commit", "-q", "-m", message)
 
 
-@pytest.fixture
-def template_repo(tmp_path: Path) -> Path:
-    """A throwaway git repository of the template as it is now, tagged v1.0.0."""
-    repo = tmp_path / "template"
+def edit(root: Path, relative: str, old: str, new: str) -> None:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text() if path.exists() else ""
+    if old:
+        assert old in text, f"{relative} no longer holds {old!r}"
+        text = text.replace(old, new, 1)
+    else:
+        text += new
+    path.write_text(text)
+
+
+@pytest.fixture(scope="session")
+def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git repository of this template with four tagged releases, the current
+    template being the first."""
+    repo = tmp_path_factory.mktemp("template")
     tracked = git(REPO, "ls-files", "--cached", "--others", "--exclude-standard")
     for relative in tracked.splitlines():
         source = REPO / relative
-        if source.is_file() and relative.split("/")[0] in {"copier.yml", "template", "locks"}:
+        if source.is_file() and relative.split("/")[0] in TEMPLATE_PARTS:
             (repo / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, repo / relative)
     git(repo, "init", "-q", "-b", "main")
-    commit_all(repo, "Template v1")
-    git(repo, "tag", "v1.0.0")
+    for version, changes in RELEASES.items():
+        for change in changes:
+            edit(repo, *change)
+        commit_all(repo, f"Release {version}")
+        git(repo, "tag", version)
     return repo
 
 
-def update(project: Path, ref: str) -> None:
+@pytest.fixture(scope="session")
+def generate(template_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Copy a project generated from release `ref` with `answers`, and committed, to
+    `destination`; each release and answers are generated once per session."""
+    generated: dict[tuple[object, ...], Path] = {}
+
+    def _generate(destination: Path, ref: str, **answers: object) -> Path:
+        key = (ref, *sorted(answers.items()))
+        if key not in generated:
+            project = tmp_path_factory.mktemp("generated") / "project"
+            run_copy(
+                str(template_repo), project, data=answers, defaults=True, quiet=True, vcs_ref=ref
+            )
+            git(project, "init", "-q", "-b", "main")
+            commit_all(project, f"Generate from {ref}")
+            generated[key] = project
+        shutil.copytree(generated[key], destination, symlinks=True)
+        return destination
+
+    return _generate
+
+
+def update(project: Path, conflict: str, **answers: object) -> None:
     run_update(
         project,
+        data=answers,
         defaults=True,
         overwrite=True,
-        unsafe=False,
         quiet=True,
-        vcs_ref=ref,
-        conflict="inline",
+        conflict=conflict,
+        skip_answered=True,
     )
 
 
-def test_update_keeps_user_edits_and_brings_template_changes(tmp_path, template_repo):
-    project = tmp_path / "project"
-    run_copy(str(template_repo), project, defaults=True, unsafe=False, quiet=True, vcs_ref="v1.0.0")
-    git(project, "init", "-q", "-b", "main")
-    commit_all(project, "Generate")
+def hook(project: Path) -> subprocess.CompletedProcess[str]:
+    """The project's pre-commit check, run as the hook runs it but on the whole tree."""
+    return run(sys.executable, HOOK, cwd=project, check=False)
 
-    # The team's own work: an edit to a generated file and a file of its own.
-    readme = project / "README.md"
-    readme.write_text(readme.read_text() + "\n## Team notes\n\nOn call: the payments team.\n")
-    (project / "backend" / "app" / "billing.py").write_text('"""Billing."""\n')
+
+def leftovers(project: Path) -> set[str]:
+    """Every `.rej` file and every line with a conflict marker, found independently."""
+    found = set()
+    for path in project.rglob("*"):
+        relative = path.relative_to(project).as_posix()
+        if ".git" in path.parts or not path.is_file():
+            continue
+        if path.suffix == ".rej":
+            found.add(relative)
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if line.startswith(MARKERS):
+                found.add(f"{relative}:{number}")
+    return found
+
+
+@pytest.mark.parametrize("conflict", ["rej", "inline"])
+@pytest.mark.parametrize("release", ["v0.1.0", "v0.2.0", "v0.3.0"])
+def test_update_to_the_latest_release_keeps_team_edits_and_reports_every_conflict(
+    tmp_path, generate, release, conflict
+):
+    project = generate(tmp_path / "project", release)
+    for change in TEAM_EDITS:
+        edit(project, *change)
     commit_all(project, "Team changes")
 
-    # The template improves: a new ignore rule, released as v1.1.0.
-    gitignore = template_repo / "template" / ".gitignore"
-    gitignore.write_text(gitignore.read_text() + "*.profile\n")
-    commit_all(template_repo, "Ignore profiler output")
-    git(template_repo, "tag", "v1.1.0")
+    update(project, conflict)
 
-    update(project, "v1.1.0")
-
-    assert "On call: the payments team." in readme.read_text()
-    assert (project / "backend" / "app" / "billing.py").is_file()
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers["_commit"] == LATEST
+    # Every template change of the later releases arrived...
+    readme = (project / "README.md").read_text()
+    assert "## Endpoints\n" in readme
+    assert "## Settings\n" in readme
     assert (project / ".gitignore").read_text().endswith("*.profile\n")
-    assert "_commit: v1.1.0" in (project / ".copier-answers.yml").read_text()
-    for path in project.rglob("*"):
-        assert not path.name.endswith(".rej"), path
-        if path.is_file() and ".git" not in path.parts:
-            text = path.read_text(errors="replace")
-            assert not any(marker in text for marker in CONFLICT_MARKERS), path
+    assert (project / ".editorconfig").is_file()
+    assert "READY_TIMEOUT=3\n" in (project / ".env.example").read_text()
+    # ...every edit of the team stayed, the conflicting one beside the template's line...
+    for relative, _, new in TEAM_EDITS:
+        if relative != CONFLICTING:
+            assert new in (project / relative).read_text(), relative
+    found = leftovers(project)
+    conflicted = {item.split(":")[0].removesuffix(".rej") for item in found}
+    assert conflicted == {CONFLICTING}, found
+    team_line = next(new for relative, _, new in TEAM_EDITS if relative == CONFLICTING)
+    if conflict == "rej":
+        assert found == {f"{CONFLICTING}.rej"}
+        assert f"+{team_line}\n" in (project / f"{CONFLICTING}.rej").read_text()
+    else:
+        assert len(found) == 2, found  # one opening and one closing marker
+        assert f"\n{team_line}\n" in (project / CONFLICTING).read_text()
 
-    commit_all(project, "Update from template v1.1.0")
-    update(project, "v1.1.0")
-    assert git(project, "status", "--porcelain") == ""
+    # ...and the project's pre-commit check reports each leftover.
+
+    reported = hook(project)
+    assert reported.returncode == 1
+    assert {line.split(": ")[0] for line in reported.stdout.splitlines()} == found
+
+
+def shim(directory: Path, name: str, script: str) -> None:
+    path = directory / name
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.mark.parametrize(("release", "opens_issue"), [("v0.1.0", True), (LATEST, False)])
+def test_scheduled_workflow_opens_an_issue_for_a_newer_release(
+    tmp_path, generate, release, opens_issue
+):
+    project = generate(tmp_path / "project", release)
+    workflow = yaml.safe_load((project / ".github/workflows/template-update.yml").read_text())
+    assert "schedule" in workflow["on"]
+    step = workflow["jobs"]["check"]["steps"][-1]
+    pinned = step["env"]["COPIER"].removeprefix("copier==")
+    assert f"\ncopier=={pinned} " in (REPO / "requirements-dev.txt").read_text()
+
+    # `uvx --from copier==X copier ...` runs this environment's Copier, of that version;
+    # `gh` records what it is asked and knows no open issue.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "gh-calls"
+    shim(bin_dir, "uvx", f'shift 2; exec "{Path(sys.executable).parent}/$@"')
+    shim(bin_dir, "gh", f'printf "%s\\n" "$*" >> "{calls}"')
+    env = {**step["env"], "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    run("bash", "-e", "-c", step["run"], cwd=project, env=env)
+
+    asked = calls.read_text() if calls.exists() else ""
+    created = [call for call in asked.splitlines() if call.startswith("issue create")]
+    assert len(created) == opens_issue, asked
+    if opens_issue:
+        assert f"latest version is {LATEST.removeprefix('v')}" in asked
+
+
+@pytest.mark.parametrize("conflict", ["rej", "inline"])
+def test_switching_database_to_none_removes_the_database_code_and_its_edits(
+    tmp_path, generate, conflict
+):
+    project = generate(tmp_path / "project", LATEST, database="postgresql")
+    model = project / "backend/app/models/item.py"
+    model.write_text(model.read_text() + "\n# Team: add a price column next.\n")
+    own_model = project / "backend/app/models/invoice.py"
+    own_model.write_text('"""Invoices."""\n')
+    commit_all(project, "Team changes")
+
+    update(project, conflict, database="none")
+
+    assert yaml.safe_load((project / ".copier-answers.yml").read_text())["database"] == "none"
+    assert not model.exists()
+    for relative in ("backend/alembic.ini", "backend/migrations", "backend/app/db"):
+        assert not (project / relative).exists(), relative
+    assert "asyncpg" not in (project / "backend/requirements.txt").read_text()
+    # A file the template never rendered stays; the edits to the deleted model come
+    # back as a `.rej` file that the check refuses, or (inline) only in git history.
+    assert own_model.is_file()
+    rejected = "backend/app/models/item.py.rej"
+    assert leftovers(project) == ({rejected} if conflict == "rej" else set())
+    if conflict == "rej":
+        assert "+# Team: add a price column next." in (project / rejected).read_text()
+        assert hook(project).stdout.startswith(f"{rejected}: ")
+    else:
+        assert hook(project).returncode == 0

@@ -5,6 +5,7 @@ for the standard library, and a non-root, read-only runtime cannot write any, so
 start would compile them again.
 """
 
+import concurrent.futures.thread  # noqa: F401 (asyncio's default executor, used later)
 import sys
 import sysconfig
 import urllib.request  # noqa: F401 (what the HEALTHCHECK imports)

@@ -7,6 +7,7 @@ import pytest
 from httpx import ASGITransport, AsyncClient
 from starlette.types import Message
 
+from app.core import config
 from app.core.config import Settings
 from app.core.logging import request_id_var
 from app.main import create_app
@@ -27,13 +28,47 @@ async def test_valid_incoming_request_id_is_kept(client: AsyncClient) -> None:
     assert response.headers["x-request-id"] == "edge-42.a_b"
 
 
-@pytest.mark.parametrize("bad", ["has space", "x" * 129, "new\\nline", ""])
-async def test_unsafe_incoming_request_id_is_replaced(
-    client: AsyncClient, bad: str
-) -> None:
-    response = await client.get("/health", headers={"X-Request-ID": bad})
-    assert response.headers["x-request-id"] != bad
-    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
+async def response_headers(
+    settings: Settings, headers: list[tuple[bytes, bytes]]
+) -> dict[bytes, bytes]:
+    """Calls the app with raw request headers, which an HTTP client would refuse to
+    send (a newline, for one), and returns the response's headers."""
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/health",
+        "raw_path": b"/health",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test"), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+        "state": {},
+    }
+    await create_app(settings)(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return dict(start["headers"])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["has space", "x" * 129, "new\nline", "cr\rlf\r\nInjected: 1", "tab\t", "ünï", ""],
+)
+async def test_unsafe_incoming_request_id_is_replaced(bad: str) -> None:
+    headers = await response_headers(Settings(), [(b"x-request-id", bad.encode())])
+    assert headers[b"x-request-id"] != bad.encode()
+    assert re.fullmatch(rb"[0-9a-f]{32}", headers[b"x-request-id"])
 
 
 async def test_access_log_line_has_status_and_request_id(
@@ -69,21 +104,38 @@ async def test_no_access_log_in_production_by_default(
     assert not [r for r in caplog.records if r.name == "app.access"]
 
 
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "content-security-policy": "frame-ancestors 'none'",
+    "referrer-policy": "no-referrer",
+    "cross-origin-opener-policy": "same-origin",
+    "permissions-policy": "camera=(), geolocation=(), microphone=()",
+}
+HSTS = "max-age=63072000; includeSubDomains"
+
+
 async def test_security_headers_on_every_response(client: AsyncClient) -> None:
     for path in ("/health", "/nowhere"):
         headers = (await client.get(path)).headers
-        assert headers["x-content-type-options"] == "nosniff"
-        assert headers["x-frame-options"] == "DENY"
-        assert headers["content-security-policy"] == "frame-ancestors 'none'"
-        assert headers["referrer-policy"] == "no-referrer"
+        for name, value in SECURITY_HEADERS.items():
+            assert headers.get(name) == value, (path, name)
         assert "strict-transport-security" not in headers
 
 
-async def test_hsts_follows_production_hardening() -> None:
-    settings = Settings(ENVIRONMENT="production")
-    async with client_for(settings) as client:
+@pytest.mark.parametrize("hardening", [True, False])
+@pytest.mark.parametrize("environment", ["production", "development"])
+async def test_hsts_only_in_hardened_production(
+    monkeypatch: pytest.MonkeyPatch, hardening: bool, environment: str
+) -> None:
+    # Whichever answer the project was generated with, both must behave as specified.
+    monkeypatch.setattr(config, "PRODUCTION_HARDENING", hardening)
+    async with client_for(Settings(ENVIRONMENT=environment)) as client:  # type: ignore[arg-type]
         headers = (await client.get("/health")).headers
-    assert ("strict-transport-security" in headers) is settings.hsts_enabled
+    expected = HSTS if hardening and environment == "production" else None
+    assert headers.get("strict-transport-security") == expected
+    for name, value in SECURITY_HEADERS.items():
+        assert headers.get(name) == value, name
 
 
 async def test_untrusted_host_is_refused() -> None:

@@ -24,16 +24,12 @@ logger = logging.getLogger("app.errors")
 # to a short excerpt, and a body with thousands of mistakes gets the first few.
 MAX_ERRORS = 20
 EXCERPT_LENGTH = 80
-_excerpt_repr = reprlib.Repr(
-    maxlevel=2,
-    maxdict=4,
-    maxlist=4,
-    maxtuple=4,
-    maxset=4,
-    maxstring=EXCERPT_LENGTH,
-    maxother=EXCERPT_LENGTH,
-    maxlong=EXCERPT_LENGTH,
-)
+_excerpt_repr = reprlib.Repr()  # its keyword arguments need Python 3.12
+_excerpt_repr.maxlevel = 2
+for _limit in ("maxdict", "maxlist", "maxtuple", "maxset"):
+    setattr(_excerpt_repr, _limit, 4)
+for _limit in ("maxstring", "maxother", "maxlong"):
+    setattr(_excerpt_repr, _limit, EXCERPT_LENGTH)
 
 
 def _excerpt_text(text: str) -> str:

@@ -1,0 +1,119 @@
+"""Every target of the generated Makefile runs the commands the README promises. A stand-in
+`docker` on PATH records each call, so no engine is needed; `make test` itself runs for
+real in the Docker set."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import DATABASES, Renderer, run
+
+SLUG = "my-service"  # derived from the default project name
+IMAGE = f"{SLUG}-backend"
+AS_YOU = ["--user", f"{os.getuid()}:{os.getgid()}"]
+DEV_RUN = ["compose", "run", "--rm", "--no-deps", *AS_YOU, "backend"]
+PRODUCTION = ["-f", "docker-compose.yml", "-f", "docker-compose.production.yml"]
+BUILD_DEV = ["build", "--target", "development", "--tag", f"{IMAGE}:dev", "backend"]
+BUILD_PROD = ["build", "--target", "production", "--tag", f"{IMAGE}:latest", "backend"]
+
+# Target -> the docker calls it must make, in order.
+EXPECTED = {
+    "build-backend": [BUILD_DEV, BUILD_PROD],
+    "build-backend-dev": [BUILD_DEV],
+    "build-backend-prod": [BUILD_PROD],
+    "dev-setup": [["compose", "build"], ["compose", "up", "--detach", "--wait"]],
+    "up": [["compose", "up", "--detach", "--build", "--wait"]],
+    "up-prod": [["compose", *PRODUCTION, "up", "--detach", "--build", "--wait"]],
+    "down": [["compose", "down", "--remove-orphans"]],
+    "logs": [["compose", "logs", "--follow", "--tail=100"]],
+    "lint": [[*DEV_RUN, "sh", "-c", "ruff check . && ruff format --check . && mypy"]],
+    "shell": [["compose", "run", "--rm", "backend", "bash"]],
+    "clean": [
+        ["compose", "down", "--volumes", "--remove-orphans"],
+        ["image", "rm", f"{IMAGE}:dev", f"{IMAGE}:latest"],
+    ],
+}
+EXPECTED_WITH_DATABASE = {
+    "migrate": [["compose", "run", "--rm", "migrate"]],
+    "test": [["compose", "run", "--rm", *AS_YOU, "backend", "pytest"]],
+}
+EXPECTED_WITHOUT_DATABASE = {"migrate": [], "test": [[*DEV_RUN, "pytest"]]}
+# Stands in for docker: records its arguments; `image rm` fails as for an image never built.
+FAKE_DOCKER = f"""#!{sys.executable}
+import json, os, sys
+with open(os.environ["DOCKER_CALLS"], "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+sys.exit(1 if sys.argv[1:3] == ["image", "rm"] else 0)
+"""
+
+
+@pytest.fixture
+def make_target(tmp_path: Path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "docker").write_text(FAKE_DOCKER)
+    (fake / "docker").chmod(0o755)
+    calls = tmp_path / "calls.jsonl"
+
+    def _make(project: Path, target: str) -> tuple[str, list[list[str]]]:
+        calls.write_text("")
+        env = {"PATH": f"{fake}:{os.environ['PATH']}", "DOCKER_CALLS": str(calls)}
+        output = run("make", target, cwd=project, env=env).stdout
+        return output, [json.loads(line) for line in calls.read_text().splitlines()]
+
+    return _make
+
+
+def targets(project: Path) -> list[str]:
+    return re.findall(r"^([a-z-]+):.*## ", (project / "Makefile").read_text(), re.M)
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_every_make_target_runs_what_it_promises(
+    render: Renderer, tmp_path: Path, make_target, database: str
+) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(render(database=database), project)
+    expected = EXPECTED | (
+        EXPECTED_WITH_DATABASE if database != "none" else EXPECTED_WITHOUT_DATABASE
+    )
+    assert set(targets(project)) == {*expected, "help", "lock"}
+    for target, calls in expected.items():
+        assert make_target(project, target)[1] == calls, target
+
+
+def test_dev_setup_starts_from_the_example_settings(render: Renderer, tmp_path: Path, make_target):
+    project = tmp_path / "project"
+    shutil.copytree(render(), project)
+    make_target(project, "dev-setup")
+    assert (project / ".env").read_text() == (project / ".env.example").read_text()
+    # A second run keeps the team's own .env.
+    (project / ".env").write_text("LOG_LEVEL=DEBUG\n")
+    make_target(project, "dev-setup")
+    assert (project / ".env").read_text() == "LOG_LEVEL=DEBUG\n"
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_make_help_lists_every_target(render: Renderer, make_target, database: str) -> None:
+    project = render(database=database)
+    output, calls = make_target(project, "help")
+    assert calls == []
+    assert re.findall(r"^  ([a-z-]+) ", output, re.M) == targets(project)
+
+
+def test_make_lock_compiles_both_locks_with_hashes(render: Renderer, make_target) -> None:
+    ((*prefix, script),) = make_target(render(), "lock")[1]
+    assert prefix == [*DEV_RUN, "sh", "-c"]
+    runtime, dev = script.split(" && ")
+    for command, output in ((runtime, "requirements.txt"), (dev, "requirements-dev.txt")):
+        assert command.startswith("uv pip compile pyproject.toml "), command
+        assert "--generate-hashes" in command
+        assert command.endswith(f"-o {output}"), command
+    assert "--group dev -c requirements.txt" in dev
