@@ -280,7 +280,16 @@ def test_release_build_refuses_a_red_tree(
 
 
 # Secrets and local state a developer may leave in backend/; .dockerignore keeps them out.
-PLANTED = [".env", ".env.production", "data/app.db", "local.db", "dump.sqlite3", ".venv/secret"]
+PLANTED = [
+    ".env",
+    ".env.production",
+    "app/.env",
+    "data/app.db",
+    "local.db",
+    "app/cache.db",
+    "dump.sqlite3",
+    ".venv/secret",
+]
 
 
 def test_secrets_and_local_state_stay_out_of_the_images(
