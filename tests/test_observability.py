@@ -87,6 +87,20 @@ def test_compose_reaches_the_metrics_port_on_its_network_and_never_publishes_it(
 
 
 @by_database
+def test_swarm_labels_the_tasks_for_prometheus_and_publishes_the_api_alone(
+    render: Renderer, database: str
+) -> None:
+    stack = yaml.safe_load((render(database=database) / "deploy/swarm/stack.yml").read_text())
+    backend = stack["services"]["backend"]
+    assert backend["deploy"]["labels"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(METRICS_PORT),
+        "prometheus.io/path": "/metrics",
+    }
+    assert [port["target"] for port in backend["ports"]] == [8000]
+
+
+@by_database
 def test_dashboard_shows_rate_errors_latency_in_flight_and_pool_usage(
     render: Renderer, database: str
 ) -> None:
