@@ -383,11 +383,13 @@ def measure_metrics_cost(bench: Bench) -> list[float]:
             measure.wait_for_log(name, STARTUP_LINE, 1)
             urls.append(f"http://{host}:{PORT}{METRICS_COST_ROUTE}")
         ratios = []
-        for _ in range(METRICS_COST_ROUNDS):
+        # A quick run checks the steps only: one round, no longer than its loads.
+        seconds = min(METRICS_COST_LOAD_S, bench.duration)
+        for _ in range(1 if bench.quick else METRICS_COST_ROUNDS):
             rps = [0.0, 0.0]
             for index in (0, 1, 1, 0):
                 load = measure.wrk(
-                    urls[index], connections=CONNECTIONS, seconds=METRICS_COST_LOAD_S, cpu=LOAD_CPU
+                    urls[index], connections=CONNECTIONS, seconds=seconds, cpu=LOAD_CPU
                 )
                 rps[index] += load.rps
             ratios.append(rps[0] / rps[1])
