@@ -11,7 +11,6 @@ from time import perf_counter
 
 from fastapi.routing import iter_route_contexts
 from prometheus_client import (
-    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -33,22 +32,28 @@ LABELS = ("method", "route", "status")
 
 # The *_created series would double the series for no dashboard's use.
 disable_created_metrics()  # type: ignore[no-untyped-call]
+# The app's own registry rather than prometheus_client's global one: a second import of
+# this module (a test loading another rendering) starts afresh instead of clashing.
+REGISTRY = CollectorRegistry()
 REQUESTS = Counter(
     "http_requests",
     "HTTP requests answered, by route template and status class",
     LABELS,
+    registry=REGISTRY,
 )
 DURATION = Histogram(
     "http_request_duration_seconds",
     "Time from a request's arrival to the end of its response",
     LABELS,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
 )
 # livesum: the sum over the workers alive, so a dead worker's requests stop counting.
 IN_FLIGHT = Gauge(
     "http_requests_in_flight",
     "HTTP requests being answered",
     multiprocess_mode="livesum",
+    registry=REGISTRY,
 )
 
 

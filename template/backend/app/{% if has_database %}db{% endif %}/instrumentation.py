@@ -8,16 +8,20 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
+from app.core.metrics import REGISTRY
+
 # livesum: summed over the live workers, each with a pool of its own.
 POOL_CHECKED_OUT = Gauge(
     "db_pool_connections_checked_out",
     "Database connections lent out by the pool",
     multiprocess_mode="livesum",
+    registry=REGISTRY,
 )
 POOL_SIZE = Gauge(
     "db_pool_size",
     "Connections the pool keeps open; under load it opens up to its overflow more",
     multiprocess_mode="livesum",
+    registry=REGISTRY,
 )
 
 
