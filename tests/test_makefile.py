@@ -62,10 +62,10 @@ def make_target(tmp_path: Path):
     (fake / "docker").chmod(0o755)
     calls = tmp_path / "calls.jsonl"
 
-    def _make(project: Path, target: str) -> tuple[str, list[list[str]]]:
+    def _make(project: Path, target: str, *variables: str) -> tuple[str, list[list[str]]]:
         calls.write_text("")
         env = {"PATH": f"{fake}:{os.environ['PATH']}", "DOCKER_CALLS": str(calls)}
-        output = run("make", target, cwd=project, env=env).stdout
+        output = run("make", target, *variables, cwd=project, env=env).stdout
         return output, [json.loads(line) for line in calls.read_text().splitlines()]
 
     return _make
@@ -84,9 +84,38 @@ def test_every_make_target_runs_what_it_promises(
     expected = EXPECTED | (
         EXPECTED_WITH_DATABASE if database != "none" else EXPECTED_WITHOUT_DATABASE
     )
-    assert set(targets(project)) == {*expected, "help", "lock"}
+    assert set(targets(project)) == {*expected, *SWARM_TARGETS, "help", "lock"}
     for target, calls in expected.items():
         assert make_target(project, target)[1] == calls, target
+
+
+SWARM_TARGETS = ["swarm-deploy", "swarm-rollout", "swarm-rollback"]
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_swarm_targets_deploy_roll_out_and_roll_back(
+    render: Renderer, tmp_path: Path, make_target, database: str
+) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(render(database=database), project)
+    deploy = ["stack", "deploy", "--detach=false", "--compose-file", "deploy/swarm/stack.yml"]
+    assert make_target(project, "swarm-deploy")[1] == [[*deploy, SLUG]]
+    secrets = sorted(path.name for path in (project / "deploy/swarm/secrets").glob("*"))
+    expected_secrets = {"postgresql": ["db_password"], "mysql": ["db_password", "db_root_password"]}
+    assert secrets == expected_secrets.get(database, [])
+    for name in secrets:
+        assert (project / "deploy/swarm/secrets" / name).stat().st_mode & 0o077 == 0
+
+    update = ["service", "update", "--detach=false", "--image", f"{IMAGE}:1.2.3"]
+    rollout = [[*update, f"{SLUG}_backend"]]
+    if database != "none":  # migrations first
+        rollout.insert(0, [*update, f"{SLUG}_migrate"])
+    assert make_target(project, "swarm-rollout", "TAG=1.2.3")[1] == rollout
+    refused = run("make", "swarm-rollout", cwd=project, check=False)
+    assert refused.returncode != 0
+    assert "release's own tag" in refused.stdout + refused.stderr
+    rollback = [["service", "rollback", "--detach=false", f"{SLUG}_backend"]]
+    assert make_target(project, "swarm-rollback")[1] == rollback
 
 
 def test_dev_setup_starts_from_the_example_settings(render: Renderer, tmp_path: Path, make_target):

@@ -19,6 +19,9 @@ from copier import run_copy, run_update
 
 from conftest import REPO, run
 
+# Seconds per test (a git repository of four releases, a copy and an update each).
+pytestmark = pytest.mark.slow
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Template Test",
     "GIT_AUTHOR_EMAIL": "test@example.com",
