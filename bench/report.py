@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import matplotlib.figure
-from spec import BASELINE, OURS, Figure
+from spec import BASELINE, METRICS_COST_LOAD_S, METRICS_COST_TARGET, OURS, Figure
 
 
 def figure_json(figure: Figure) -> dict[str, Any]:
@@ -44,6 +45,13 @@ def analysis(data: dict[str, Any]) -> dict[str, Any]:
         if verdict:
             verdicts[f["key"]] = verdict
     return {"ratios": ratios, "verdicts": verdicts}
+
+
+def metrics_cost(ratios: list[float]) -> dict[str, Any]:
+    """The share of throughput the metrics take: 1 - the median of the rounds' ratios."""
+    cost = 1 - statistics.median(ratios)
+    return {"ratios": ratios, "cost": cost, "target": METRICS_COST_TARGET,
+            "met": cost <= METRICS_COST_TARGET}  # fmt: skip
 
 
 # --- Markdown -----------------------------------------------------------------------------
@@ -86,6 +94,17 @@ def ratio_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def cost_text(cost: dict[str, Any]) -> str:
+    rounds = ", ".join(f"{ratio:.3f}" for ratio in cost["ratios"])
+    verdict = "met" if cost["met"] else "**missed**"
+    return (
+        f"/health requests/s, metrics on against off: a cost of **{cost['cost']:.1%}** "
+        f"(1 - the median ratio of {len(cost['ratios'])} rounds of A B B A, "
+        f"{METRICS_COST_LOAD_S} s of load each, both containers side by side: {rounds}); "
+        f"target ≤ {cost['target']:.0%}: {verdict}"
+    )
+
+
 def table(data: dict[str, Any]) -> list[list[str]]:
     """Header and rows: one column per variant, the ratio right after the baseline's."""
     variants = data["variants"]
@@ -124,6 +143,10 @@ def markdown(data: dict[str, Any]) -> str:
         "## Ours / baseline",
         "",
         *headline,
+        "",
+        "## What metrics cost",
+        "",
+        f"- {cost_text(data['metrics_cost'])}",
         "",
         "## All figures",
         "",

@@ -7,8 +7,9 @@ base image, `docker run` to first 200, idle memory, and requests/s with p50/p99 
 --runs runs (min and max kept, raw samples in the JSON).
 
 Variants: the defaults (hardening on), hardening off, a naive one-stage baseline of the
-same app and base image (bench/baseline/Dockerfile), and our image run with the seed
-guide's environment knobs (PYTHONOPTIMIZE=1, PYTHONDONTWRITEBYTECODE=1).
+same app and base image (bench/baseline/Dockerfile), our image run with the seed
+guide's environment knobs (PYTHONOPTIMIZE=1, PYTHONDONTWRITEBYTECODE=1), and our image
+with its Prometheus metrics off: the report gives what metrics cost, run by run.
 
 Needs: a Docker engine with BuildKit; locally, the base image
 ${PYTHON_IMAGE:-python:X.Y-slim} (X.Y: the default answer) and a PostgreSQL image
@@ -42,7 +43,19 @@ import measure
 import report
 import yaml
 from measure import MB, BenchError, Resources
-from spec import BENCH, FIGURES, OURS, REPO, VARIANTS, Stage, Variant
+from spec import (
+    BENCH,
+    FIGURES,
+    METRICS_COST_LOAD_S,
+    METRICS_COST_ROUNDS,
+    METRICS_COST_ROUTE,
+    METRICS_OFF,
+    OURS,
+    REPO,
+    VARIANTS,
+    Stage,
+    Variant,
+)
 
 CONNECTIONS = 64
 PORT = 8000  # the app's, in its container
@@ -353,6 +366,39 @@ def measure_load(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
         bench.resources.remove_container(name)
 
 
+def measure_metrics_cost(bench: Bench) -> list[float]:
+    """Requests/s with metrics over without, one ratio per A B B A round."""
+    pair = [next(v for v in VARIANTS if v.name == name) for name in (OURS, METRICS_OFF)]
+    names = [
+        app_container(bench, variant, "cost", f"--cpuset-cpus={APP_CPU}", workers=1)
+        for variant in pair
+    ]
+    try:
+        urls = []
+        for name in names:
+            host = measure.container_ip(name, bench.network)
+            measure.wait_for_200(
+                host, PORT, METRICS_COST_ROUTE, since=time.perf_counter(), name=name
+            )
+            measure.wait_for_log(name, STARTUP_LINE, 1)
+            urls.append(f"http://{host}:{PORT}{METRICS_COST_ROUTE}")
+        ratios = []
+        # A quick run checks the steps only: one round, no longer than its loads.
+        seconds = min(METRICS_COST_LOAD_S, bench.duration)
+        for _ in range(1 if bench.quick else METRICS_COST_ROUNDS):
+            rps = [0.0, 0.0]
+            for index in (0, 1, 1, 0):
+                load = measure.wrk(
+                    urls[index], connections=CONNECTIONS, seconds=seconds, cpu=LOAD_CPU
+                )
+                rps[index] += load.rps
+            ratios.append(rps[0] / rps[1])
+        return ratios
+    finally:
+        for name in names:
+            bench.resources.remove_container(name)
+
+
 def measure_run(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
     migrate(bench, variant)
     start = measure_start(bench, variant)
@@ -379,6 +425,8 @@ class Samples:
     details: dict[str, dict[Stage, list[Details]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
     )
+    # Requests/s with metrics over without, one per round of every run.
+    metrics_ratios: list[float] = field(default_factory=list)
 
     def add(self, variant: str, stage: Stage, figures: Figures, details: Details) -> None:
         for key, value in figures.items():
@@ -394,6 +442,8 @@ def measure_all(bench: Bench) -> Samples:
             for variant in measured(stage):
                 log(f"run {index}/{bench.runs}: {stage.value} {variant.name}")
                 samples.add(variant.name, stage, *measure_stage(bench, variant))
+        log(f"run {index}/{bench.runs}: metrics on against off")
+        samples.metrics_ratios += measure_metrics_cost(bench)
     return samples
 
 
@@ -472,6 +522,7 @@ def results(bench: Bench, samples: Samples) -> dict[str, Any]:
         },
         "figures": [report.figure_json(figure) for figure in FIGURES],
         "variants": {v.name: variant_results(bench, samples, v) for v in VARIANTS},
+        "metrics_cost": report.metrics_cost(samples.metrics_ratios),
     }
     return data | report.analysis(data)
 

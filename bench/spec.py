@@ -74,9 +74,26 @@ VARIANTS: tuple[Variant, ...] = (
         image_of="ours",
         run_env={"PYTHONOPTIMIZE": "1", "PYTHONDONTWRITEBYTECODE": "1"},
     ),
+    Variant(
+        name="metrics_off",
+        color="#38a169",
+        title="metrics off",
+        description="our image run with METRICS_ENABLED=false: no Prometheus middleware",
+        image_of="ours",
+        run_env={"METRICS_ENABLED": "false"},
+    ),
 )
 OURS = "ours"
 BASELINE = "baseline"
+# What the Prometheus middleware costs: /health requests/s of ours against metrics off.
+# Both run side by side and take the load in turn (A B B A), a few seconds each, so a
+# change in the machine's other load hits both alike; the variants' own figures, a
+# minute apart, are too far apart for a difference of a few per cent.
+METRICS_OFF = "metrics_off"
+METRICS_COST_ROUTE = "/health"
+METRICS_COST_TARGET = 0.10
+METRICS_COST_ROUNDS = 4  # of A B B A, per run
+METRICS_COST_LOAD_S = 3
 
 
 class Stage(Enum):

@@ -38,6 +38,8 @@ LOWEST_PYTHON = "3.11"
 LOCK_FORMAT = "1"
 DIGEST_PREFIX = "# input-digest: "
 PYPROJECT = Path("template/backend/pyproject.toml.jinja")
+# Runtime; runtime with trace export (the extra `telemetry`); both with the dev tools.
+LOCK_FILES = ("requirements.txt", "requirements-telemetry.txt", "requirements-dev.txt")
 
 
 def render_pyproject(variant: str) -> str:
@@ -75,6 +77,7 @@ def input_digest(pyproject: str) -> str:
         "format": LOCK_FORMAT,
         "python": LOWEST_PYTHON,
         "dependencies": data["project"]["dependencies"],
+        "extras": data["project"]["optional-dependencies"],
         "dev": data["dependency-groups"]["dev"],
     }
     encoded = json.dumps(inputs, sort_keys=True).encode()
@@ -144,20 +147,22 @@ def lock(variant: str) -> None:
         pyproject = Path(tmp, "pyproject.toml")
         pyproject.write_text(pyproject_text)
         runtime = _compile(pyproject, Path(tmp, "requirements.txt"))
-        # The dev lock is held to the runtime lock's versions, so tests run exactly
-        # what production installs.
+        # Each further lock is held to the previous one's versions, so the telemetry
+        # image and the tests run exactly what the plain image installs.
+        telemetry = _compile(
+            pyproject,
+            Path(tmp, "requirements-telemetry.txt"),
+            *("--extra", "telemetry", "--constraint", str(Path(tmp, "requirements.txt"))),
+        )
         dev = _compile(
             pyproject,
             Path(tmp, "requirements-dev.txt"),
-            "--group",
-            "dev",
-            "--constraint",
-            str(Path(tmp, "requirements.txt")),
+            *("--extra", "telemetry", "--group", "dev"),
+            *("--constraint", str(Path(tmp, "requirements-telemetry.txt"))),
         )
-    (target / "requirements.txt").write_text(_header(variant, "runtime", digest) + runtime)
-    (target / "requirements-dev.txt").write_text(
-        _header(variant, "runtime and development", digest) + dev
-    )
+    contents = ("runtime", "runtime and telemetry", "runtime, telemetry and development")
+    for name, what, text in zip(LOCK_FILES, contents, (runtime, telemetry, dev), strict=True):
+        (target / name).write_text(_header(variant, what, digest) + text)
     print(f"locked {variant}: {digest}")
 
 

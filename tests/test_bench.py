@@ -18,7 +18,7 @@ from types import ModuleType
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-VARIANTS = {"ours", "unhardened", "baseline", "seed_knobs"}
+VARIANTS = {"ours", "unhardened", "baseline", "seed_knobs", "metrics_off"}
 OUTPUTS = ("results.json", "results.md", "results.png")
 
 
@@ -72,5 +72,7 @@ def test_quick_run_reports_every_figure_of_every_variant(tmp_path: Path) -> None
             assert sample >= 0, key
             # One run: its sample is the median, the minimum and the maximum.
             assert stats["median"] == stats["min"] == stats["max"] == sample, key
+    assert data["metrics_cost"]["ratios"]
     markdown = (tmp_path / "results.md").read_text()
+    assert "metrics on against off: a cost of" in markdown
     assert all(f"| {data['variants'][name]['title']} |" in markdown for name in VARIANTS)

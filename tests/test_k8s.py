@@ -20,7 +20,7 @@ import pytest
 import yaml
 from docker_support import DB_ENV, answers
 
-from conftest import DATABASES, HARDENING, REPO, Renderer, matrix_id, run
+from conftest import DATABASES, HARDENING, REPO, Renderer, default, matrix_id, run
 
 OVERLAYS = ["dev", "production"]
 # The release of the kubectl that .ci/kubectl installs, and the newest the validator knows.
@@ -32,6 +32,7 @@ KUBERNETES_ANSWERS = [
 DATABASE_PORT = {"postgresql": 5432, "mysql": 3306}
 DATABASE_SERVERS = set(DATABASE_PORT)
 APP_PORT = 8000
+METRICS_PORT = default("metrics_port")
 UID = 10001
 # Volume types the "restricted" Pod Security Standard allows.
 RESTRICTED_VOLUMES = {
@@ -269,7 +270,32 @@ def test_probes_are_health_and_ready_and_the_app_serves_them(render: Renderer, a
     assert set(probes.values()) <= app_routes(project / "backend")
     for probe in ("startup", "liveness", "readiness"):
         assert server[f"{probe}Probe"]["httpGet"]["port"] in {APP_PORT, "http"}
-    assert server["ports"] == [{"name": "http", "containerPort": APP_PORT, "protocol": "TCP"}]
+    assert server["ports"] == [
+        {"name": "http", "containerPort": APP_PORT, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+    ]
+
+
+@by_answers
+def test_metrics_are_scraped_through_the_service_by_the_monitoring_namespace_only(
+    render: Renderer, answers
+):
+    resources = build(render(**answers), "production")
+    service = one(resources, "Service")
+    annotations = service["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(METRICS_PORT)
+    assert annotations["prometheus.io/path"] == "/metrics"
+    ports = {port["name"]: port for port in service["spec"]["ports"]}
+    assert ports["metrics"]["port"] == METRICS_PORT
+    assert ports["metrics"]["targetPort"] == "metrics"
+    ingress = one(resources, "NetworkPolicy")["spec"]["ingress"]
+    (scrape,) = [
+        rule for rule in ingress if {"port": METRICS_PORT, "protocol": "TCP"} in rule["ports"]
+    ]
+    assert scrape["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
 
 
 @by_answers
@@ -333,7 +359,8 @@ def test_database_answer_decides_secret_egress_and_migration(render: Renderer, a
     policy = one(resources, "NetworkPolicy")["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     assert [rule["ports"] for rule in policy["ingress"]] == [
-        [{"port": APP_PORT, "protocol": "TCP"}]
+        [{"port": APP_PORT, "protocol": "TCP"}],
+        [{"port": METRICS_PORT, "protocol": "TCP"}],
     ]
     dns, *database_rules = policy["egress"]
     assert {(port["port"], port["protocol"]) for port in dns["ports"]} == {

@@ -28,7 +28,7 @@ VARIANTS = list(LOCK.VARIANTS)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_locks_are_fresh(variant: str) -> None:
     digest = LOCK.input_digest(LOCK.render_pyproject(variant))
-    for name in ("requirements.txt", "requirements-dev.txt"):
+    for name in LOCK.LOCK_FILES:
         lock = REPO / "locks" / variant / name
         assert LOCK.recorded_digest(lock) == digest, (
             f"{lock.relative_to(REPO)} is stale: run `python scripts/lock.py {variant}`"
@@ -53,7 +53,7 @@ def pinned_hashes(text: str) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_locks_pin_every_package_with_its_own_hashes(variant: str) -> None:
-    for name in ("requirements.txt", "requirements-dev.txt"):
+    for name in LOCK.LOCK_FILES:
         text = (REPO / "locks" / variant / name).read_text()
         entries = pinned_hashes(text)
         assert entries, name
@@ -67,7 +67,7 @@ def test_locks_pin_every_package_with_its_own_hashes(variant: str) -> None:
 
 def test_requirement_templates_only_include_the_locks() -> None:
     backend = REPO / "template" / "backend"
-    for name in ("requirements.txt", "requirements-dev.txt"):
+    for name in LOCK.LOCK_FILES:
         expected = '{% include "locks/" ~ lock_variant ~ "/' + name + '" %}'
         assert (backend / f"{name}.jinja").read_text() == expected
 
@@ -76,6 +76,6 @@ def test_requirement_templates_only_include_the_locks() -> None:
 def test_rendering_ships_the_lock_byte_for_byte(render: Renderer, variant: str) -> None:
     database, task_queue = LOCK.VARIANTS[variant]
     project = render(database=database, task_queue=task_queue)
-    for name in ("requirements.txt", "requirements-dev.txt"):
+    for name in LOCK.LOCK_FILES:
         rendered = (project / "backend" / name).read_bytes()
         assert rendered == (REPO / "locks" / variant / name).read_bytes(), name

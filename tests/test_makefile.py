@@ -137,12 +137,14 @@ def test_make_help_lists_every_target(render: Renderer, make_target, database: s
     assert re.findall(r"^  ([a-z-]+) ", output, re.M) == targets(project)
 
 
-def test_make_lock_compiles_both_locks_with_hashes(render: Renderer, make_target) -> None:
+def test_make_lock_compiles_every_lock_with_hashes(render: Renderer, make_target) -> None:
     ((*prefix, script),) = make_target(render(), "lock")[1]
     assert prefix == [*DEV_RUN, "sh", "-c"]
-    runtime, dev = script.split(" && ")
-    for command, output in ((runtime, "requirements.txt"), (dev, "requirements-dev.txt")):
+    runtime, telemetry, dev = script.split(" && ")
+    outputs = ("requirements.txt", "requirements-telemetry.txt", "requirements-dev.txt")
+    for command, output in zip((runtime, telemetry, dev), outputs, strict=True):
         assert command.startswith("uv pip compile pyproject.toml "), command
         assert "--generate-hashes" in command
         assert command.endswith(f"-o {output}"), command
-    assert "--group dev -c requirements.txt" in dev
+    assert "--extra telemetry -c requirements.txt" in telemetry
+    assert "--extra telemetry --group dev -c requirements-telemetry.txt" in dev

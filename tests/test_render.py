@@ -21,9 +21,10 @@ from conftest import ANSWER_MATRIX, COMPUTED, default, matrix_id
 pytestmark = pytest.mark.parametrize("answers", ANSWER_MATRIX, ids=matrix_id)
 
 BIN = Path(sys.executable).parent
-# GitHub Actions expressions (`${{ ... }}`) are the only `{{` a rendering may hold; a lone
-# `}}` is ordinary Python (nested dicts), so only openers and statement tags count.
-ACTIONS_EXPRESSION = re.compile(r"\$\{\{.*?\}\}")
+# GitHub Actions expressions (`${{ ... }}`) and Grafana's legends (`"{{label}}"`) are the
+# only `{{` a rendering may hold; a lone `}}` is ordinary Python (nested dicts), so only
+# openers and statement tags count.
+NOT_JINJA = re.compile(r"\$\{\{.*?\}\}|\"legendFormat\": \"\{\{\w+\}\}\"")
 JINJA_LEFTOVER = re.compile(r"\{\{|\{%|%\}")
 COMPOSE_FILES = [
     "docker-compose.yml",
@@ -60,7 +61,7 @@ def test_rendering_is_clean_text(render, answers):
     project = render(**answers)
     for path in text_files(project):
         text = path.read_text()
-        leftovers = JINJA_LEFTOVER.findall(ACTIONS_EXPRESSION.sub("", text))
+        leftovers = JINJA_LEFTOVER.findall(NOT_JINJA.sub("", text))
         assert not leftovers, f"{path}: Jinja left over: {leftovers}"
         assert text.endswith("\n"), f"{path}: no newline at the end"
         assert not text.endswith("\n\n"), f"{path}: blank lines at the end"

@@ -8,12 +8,26 @@ FORWARDED_ALLOW_IPS the proxies trusted for X-Forwarded-* headers.
 """
 
 import gc
+import os
+import shutil
+from pathlib import Path
 from typing import Any, ClassVar
 
 from uvicorn_worker import UvicornWorker
 
+from app.core.config import get_settings
 from app.core.logging import route_server_logs
 from app.core.server import HttpProtocol
+
+# Metrics across workers (prometheus_client's multiprocess mode): each worker writes
+# its samples to files here, any worker reads them all. Set before the app, and with
+# it prometheus_client, is imported; /tmp is the one writable place of a hardened
+# container. Files of an earlier run of the server would be counted again.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/metrics")  # noqa: S108
+METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+shutil.rmtree(METRICS_DIR, ignore_errors=True)
+METRICS_DIR.mkdir(parents=True)
+settings = get_settings()
 
 
 class Worker(UvicornWorker):
@@ -32,7 +46,10 @@ class Worker(UvicornWorker):
         route_server_logs()
 
 
-bind = "0.0.0.0:8000"
+bind = ["0.0.0.0:8000"]
+if settings.METRICS_ENABLED:
+    # Answers /metrics only (app/core/metrics.py); published to the scraper alone.
+    bind.append(f"0.0.0.0:{settings.METRICS_PORT}")
 worker_class = Worker
 preload_app = True
 # In-flight requests get 8 s after SIGTERM, within Docker's default 10 s stop timeout.
@@ -47,3 +64,10 @@ def pre_fork(server: Any, worker: Any) -> None:
     # What the master imported never changes: frozen, the collector leaves it alone,
     # so its pages stay shared with the workers instead of being copied into each.
     gc.freeze()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    # Its gauges leave the live sums; its counters keep counting in the totals.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

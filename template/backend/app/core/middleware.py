@@ -8,6 +8,7 @@ import time
 from uuid import uuid4
 
 from fastapi import HTTPException, status
+from opentelemetry import trace
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,6 +43,8 @@ class RequestContextMiddleware:
             return
         request_id = _incoming_request_id(scope) or new_request_id()
         token = request_id_var.set(request_id)
+        # On the request's span too, so a log line leads to its trace (no-op untraced).
+        trace.get_current_span().set_attribute("request.id", request_id)
         started = time.perf_counter()
         status = 500
 
