@@ -11,6 +11,8 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from taskiq import SmartRetryMiddleware, TaskiqEvents, TaskiqState
 from taskiq.kicker import AsyncKicker
 from taskiq.message import TaskiqMessage
@@ -53,6 +55,12 @@ class BackoffRetryMiddleware(SmartRetryMiddleware):
         await kicker.kiq(*message.args, **message.kwargs)
 
 
+def reconnecting() -> Retry:
+    """Retries a command on a connection error: after a Redis restart, the pooled
+    connections it closed are reopened instead of failing the request."""
+    return Retry(ExponentialBackoff(cap=1, base=0.1), 3)
+
+
 def create_broker(settings: Settings) -> RedisStreamBroker:
     # A delivery unacknowledged this long belongs to a worker that died: another
     # worker claims it. Longer than any attempt with its backoff, so a job that is
@@ -69,12 +77,14 @@ def create_broker(settings: Settings) -> RedisStreamBroker:
             unacknowledged_lock_timeout=1,
             # A Redis that does not answer is an error, not a hang.
             socket_connect_timeout=5,
+            retry=reconnecting(),
         )
         .with_result_backend(
             RedisAsyncResultBackend(
                 settings.REDIS_URL,
                 result_ex_time=settings.JOB_RESULT_TTL,
                 prefix_str=f"{QUEUE}:result",
+                retry=reconnecting(),
             )
         )
         .with_middlewares(BackoffRetryMiddleware(settings))
