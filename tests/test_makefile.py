@@ -45,6 +45,8 @@ EXPECTED_WITH_DATABASE = {
     "test": [["compose", "run", "--rm", *AS_YOU, "backend", "pytest"]],
 }
 EXPECTED_WITHOUT_DATABASE = {"migrate": [], "test": [[*DEV_RUN, "pytest"]]}
+# Proven with their own arguments by test_swarm_targets_deploy_roll_out_and_roll_back.
+SWARM_TARGETS = ["swarm-deploy", "swarm-rollout", "swarm-rollback"]
 # Stands in for docker: records its arguments; `image rm` fails as for an image never built.
 FAKE_DOCKER = f"""#!{sys.executable}
 import json, os, sys
@@ -87,9 +89,6 @@ def test_every_make_target_runs_what_it_promises(
     assert set(targets(project)) == {*expected, *SWARM_TARGETS, "help", "lock"}
     for target, calls in expected.items():
         assert make_target(project, target)[1] == calls, target
-
-
-SWARM_TARGETS = ["swarm-deploy", "swarm-rollout", "swarm-rollback"]
 
 
 @pytest.mark.parametrize("database", DATABASES)
