@@ -40,6 +40,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9)
     runs = parser.parse_args().runs
+    changed = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    if changed:
+        # Copier then commits the working tree into its clone first: a cost no user pays.
+        print("note: the checkout has uncommitted changes; Copier copies them in each run")
     with tempfile.TemporaryDirectory() as scratch:
         # No user settings: the copy a newcomer gets.
         settings = Path(scratch, "settings.yml")

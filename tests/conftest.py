@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import yaml
+from copier import run_copy
 
 # The Docker fixtures (images, container, stack) live beside the helpers they use.
 pytest_plugins = ["docker_support"]
@@ -100,23 +104,86 @@ def run(
     return result
 
 
+def session_shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory common to every process of this test session (pytest-xdist's workers
+    share the parent of their base directories), and to this session only."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def build_once(path: Path, build: Callable[[Path], None]) -> Path:
+    """`path`, built by `build(path)` in the first process that asks for it; the others
+    wait for that build instead of repeating it. A failed build leaves nothing behind."""
+    with Path(f"{path}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        complete = Path(f"{path}.complete")
+        if not complete.exists():
+            shutil.rmtree(path, ignore_errors=True)  # what a killed build left
+            try:
+                build(path)
+            except BaseException:
+                shutil.rmtree(path, ignore_errors=True)
+                raise
+            complete.touch()
+    return path
+
+
+# Answers that a rendering gets anyway when it does not give them: a rendering keyed
+# with them is the same as one without (templated defaults, like the slug's, vary).
+PLAIN_DEFAULTS = {
+    name: QUESTIONS[name]["default"]
+    for name in ASKED
+    if "{{" not in str(QUESTIONS[name]["default"])
+}
+
+
+# What Copier reads of this repository: its settings, the rendered tree and what it includes.
+TEMPLATE_PARTS = {"copier.yml", "includes", "template", "locks"}
+
+
 @pytest.fixture(scope="session")
-def render(copie_session: Any) -> Renderer:
-    """Render the template with the given answers, once per distinct set of answers.
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The template as it is in this checkout, outside git: Copier renders it directly
+    instead of cloning it for every copy."""
+
+    def copy(destination: Path) -> None:
+        destination.mkdir()
+        for part in TEMPLATE_PARTS:
+            source = REPO / part
+            if source.is_dir():
+                shutil.copytree(source, destination / part)
+            else:
+                shutil.copy2(source, destination / part)
+
+    return build_once(session_shared_dir(tmp_path_factory) / "template", copy)
+
+
+@pytest.fixture(scope="session")
+def render(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Renderer:
+    """Render the template with the given answers, once per distinct set of answers for
+    the whole session, whichever test process asks first.
 
     Renderings are shared by every test of the session: treat them as read-only and
     copy one (``shutil.copytree``) before changing it.
     """
-    cache: dict[tuple[tuple[str, Any], ...], Path] = {}
+    renderings = session_shared_dir(tmp_path_factory) / "renderings"
+    renderings.mkdir(exist_ok=True)
 
     def _render(**answers: Any) -> Path:
-        key = tuple(sorted(answers.items()))
-        if key not in cache:
-            result = copie_session.copy(extra_answers=answers)
-            if result.exception is not None:
-                raise result.exception
-            cache[key] = result.project_dir
-        return cache[key]
+        complete = {**PLAIN_DEFAULTS, **answers}
+        key = hashlib.sha256(json.dumps(complete, sort_keys=True).encode()).hexdigest()[:16]
+
+        def copy(destination: Path) -> None:
+            run_copy(
+                str(template),
+                destination,
+                user_defaults=answers,
+                defaults=True,
+                unsafe=True,
+                quiet=True,
+            )
+
+        return build_once(renderings / key, copy)
 
     return _render
 

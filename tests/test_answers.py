@@ -9,10 +9,8 @@ from every file it lands in.
 from __future__ import annotations
 
 import ast
-import fcntl
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -28,9 +26,8 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
-from conftest import REPO, run
+from conftest import REPO, build_once, run
 from test_render import COMPOSE_FILES, assert_valid, text_files
-from test_update import TEMPLATE_PARTS
 
 BIN = Path(sys.executable).parent
 TEXT_QUESTIONS = ("project_name", "description", "author_name")
@@ -51,20 +48,6 @@ AWKWARD_TEXT = [
 def render(template: Path, destination: Path, **answers: Any) -> Path:
     run_copy(str(template), destination, data=answers, defaults=True, quiet=True)
     return destination
-
-
-@pytest.fixture(scope="session")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The template as it is in this checkout, outside git: Copier renders it directly
-    instead of cloning it for every copy."""
-    copy = tmp_path_factory.mktemp("template")
-    for part in TEMPLATE_PARTS:
-        source = REPO / part
-        if source.is_dir():
-            shutil.copytree(source, copy / part)
-        else:
-            shutil.copy2(source, copy / part)
-    return copy
 
 
 # Refusals
@@ -224,17 +207,14 @@ class AppProbe:
 @pytest.fixture(scope="session")
 def app_probe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProbe]:
     # Built once for all test processes: they share the parent of their base directories.
-    shared = tmp_path_factory.getbasetemp().parent
-    venv = shared / "app-none-venv"
-    with (shared / "app-none-venv.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (venv / "complete").exists():
-            uv = BIN / "uv"
-            run(uv, "venv", "--quiet", "--python", sys.executable, venv)
-            lock_file = REPO / "locks" / "none" / "requirements.txt"
-            python = venv / "bin" / "python"
-            run(uv, "pip", "sync", "--quiet", "--require-hashes", "--python", python, lock_file)
-            (venv / "complete").touch()
+    def install(venv: Path) -> None:
+        uv = BIN / "uv"
+        run(uv, "venv", "--quiet", "--python", sys.executable, venv)
+        lock_file = REPO / "locks" / "none" / "requirements.txt"
+        python = venv / "bin" / "python"
+        run(uv, "pip", "sync", "--quiet", "--require-hashes", "--python", python, lock_file)
+
+    venv = build_once(tmp_path_factory.getbasetemp().parent / "app-none-venv", install)
     probe = AppProbe(venv / "bin" / "python", tmp_path_factory.mktemp("probe") / "log")
     yield probe
     probe.close()

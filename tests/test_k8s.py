@@ -20,7 +20,17 @@ import pytest
 import yaml
 from docker_support import DB_ENV, answers
 
-from conftest import DATABASES, HARDENING, REPO, Renderer, default, matrix_id, run
+from conftest import (
+    DATABASES,
+    HARDENING,
+    REPO,
+    Renderer,
+    build_once,
+    default,
+    matrix_id,
+    run,
+    session_shared_dir,
+)
 
 OVERLAYS = ["dev", "production"]
 # The release of the kubectl that .ci/kubectl installs, and the newest the validator knows.
@@ -186,27 +196,34 @@ def checkov_results(render: Renderer, tmp_path_factory) -> dict[str, dict[str, l
     start-up costs seconds): results by file name, `matrix_id-overlay.yaml`."""
     if not CHECKOV.exists():
         pytest.skip(f"{CHECKOV} is missing: make .venv-checkov/.installed")
-    built = tmp_path_factory.mktemp("k8s-built")
-    for answer_set, overlay in itertools.product(KUBERNETES_ANSWERS, OVERLAYS):
-        resources = build(render(**answer_set), overlay)
-        (built / f"{matrix_id(answer_set)}-{overlay}.yaml").write_text(
-            yaml.safe_dump_all(resources)
+
+    def run_checkov(report: Path) -> None:
+        built = report / "built"
+        built.mkdir(parents=True)
+        for answer_set, overlay in itertools.product(KUBERNETES_ANSWERS, OVERLAYS):
+            resources = build(render(**answer_set), overlay)
+            (built / f"{matrix_id(answer_set)}-{overlay}.yaml").write_text(
+                yaml.safe_dump_all(resources)
+            )
+        result = run(
+            CHECKOV,
+            "--framework",
+            "kubernetes",
+            "--skip-download",
+            "--compact",
+            "--output",
+            "json",
+            "--directory",
+            built,
+            check=False,
         )
-    result = run(
-        CHECKOV,
-        "--framework",
-        "kubernetes",
-        "--skip-download",
-        "--compact",
-        "--output",
-        "json",
-        "--directory",
-        built,
-        check=False,
-    )
-    assert result.returncode in {0, 1}, result.stderr[-4000:]
+        assert result.returncode in {0, 1}, result.stderr[-4000:]
+        (report / "checkov.json").write_text(result.stdout)
+
+    # One run for the whole session, whichever test process asks first.
+    report = build_once(session_shared_dir(tmp_path_factory) / "checkov", run_checkov)
     results: dict[str, dict[str, list]] = {}
-    for check_kind, checks in json.loads(result.stdout)["results"].items():
+    for check_kind, checks in json.loads((report / "checkov.json").read_text())["results"].items():
         for check in checks:
             by_file = results.setdefault(Path(check["file_abs_path"]).name, {})
             by_file.setdefault(check_kind, []).append(check)

@@ -18,7 +18,9 @@ def test_make_project_renders_the_defaults_into_dest(tmp_path):
     assert {name: answers[name] for name in ASKED if name != "project_slug"} == {
         name: default(name) for name in ASKED if name != "project_slug"
     }
+    # Where and at which commit it came from: what `copier update` starts from.
     assert answers["_src_path"] == str(REPO)
+    assert answers["_commit"]
     assert (destination / "backend" / "app" / "main.py").is_file()
 
 

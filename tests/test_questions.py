@@ -17,9 +17,9 @@ from copier import run_copy
 from conftest import ASKED, COPIER_YML, REPO, default
 
 
-def copy(destination: Path, **answers: Any) -> None:
+def copy(destination: Path, template: Path = REPO, **answers: Any) -> None:
     run_copy(
-        str(REPO),
+        str(template),
         destination,
         data=answers,
         defaults=True,
@@ -65,10 +65,12 @@ def test_every_question_has_help_and_a_default():
     ],
     ids=lambda value: repr(value) if isinstance(value, dict) else "",
 )
-def test_bad_answer_is_refused_with_what_is_allowed_and_nothing_written(tmp_path, answers, allowed):
+def test_bad_answer_is_refused_with_what_is_allowed_and_nothing_written(
+    template, tmp_path, answers, allowed
+):
     destination = tmp_path / "project"
     with pytest.raises(ValueError, match=r"question '|Invalid choice") as refused:
-        copy(destination, **answers)
+        copy(destination, template, **answers)
     assert allowed in str(refused.value)
     assert not destination.exists()
 

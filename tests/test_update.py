@@ -17,7 +17,7 @@ import pytest
 import yaml
 from copier import run_copy, run_update
 
-from conftest import REPO, run
+from conftest import REPO, TEMPLATE_PARTS, run
 
 # Seconds per test (a git repository of four releases, a copy and an update each).
 pytestmark = pytest.mark.slow
@@ -29,7 +29,6 @@ GIT_ENV = {
     "GIT_COMMITTER_EMAIL": "test@example.com",
 }
 # What a template release is made of: the paths Copier reads.
-TEMPLATE_PARTS = {"copier.yml", "includes", "template", "locks"}
 MARKERS = ("<" * 7, ">" * 7)
 HOOK = "scripts/check_update_leftovers.py"
 LATEST = "v0.4.0"
