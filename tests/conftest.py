@@ -19,7 +19,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import yaml
-from copier import run_copy
 
 # The Docker fixtures (images, container, stack) live beside the helpers they use.
 pytest_plugins = ["docker_support"]
@@ -159,7 +158,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def render(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Renderer:
+def render(
+    template: Path, copie_session: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Renderer:
     """Render the template with the given answers, once per distinct set of answers for
     the whole session, whichever test process asks first.
 
@@ -174,14 +175,10 @@ def render(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Renderer
         key = hashlib.sha256(json.dumps(complete, sort_keys=True).encode()).hexdigest()[:16]
 
         def copy(destination: Path) -> None:
-            run_copy(
-                str(template),
-                destination,
-                user_defaults=answers,
-                defaults=True,
-                unsafe=True,
-                quiet=True,
-            )
+            result = copie_session.copy(extra_answers=answers, template_dir=template)
+            if result.exception is not None:
+                raise result.exception
+            result.project_dir.rename(destination)
 
         return build_once(renderings / key, copy)
 
