@@ -151,6 +151,7 @@ class Resources:
         self.prefix = prefix
         self.containers: list[str] = []
         self.networks: list[str] = []
+        self.volumes: list[str] = []
         self.images: list[str] = []
 
     def __enter__(self) -> Resources:
@@ -173,6 +174,12 @@ class Resources:
         self.networks.append(name)
         return name
 
+    def volume(self, *parts: str) -> str:
+        name = self.name(*parts)
+        docker("volume", "create", name)
+        self.volumes.append(name)
+        return name
+
     def container(self, image: str, *args: str, name: str) -> str:
         """Start a detached container; `args` are `docker run` options."""
         self.containers.append(name)
@@ -193,9 +200,12 @@ class Resources:
             self.remove_container(name)
         for name in self.networks:
             subprocess.run(["docker", "network", "rm", name], capture_output=True, check=False)
+        for name in self.volumes:
+            subprocess.run(["docker", "volume", "rm", name], capture_output=True, check=False)
         if self.images:
             subprocess.run(["docker", "rmi", "-f", *self.images], capture_output=True, check=False)
         self.networks.clear()
+        self.volumes.clear()
         self.images.clear()
 
 

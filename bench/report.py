@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.figure
-from spec import BASELINE, METRICS_COST_LOAD_S, METRICS_COST_TARGET, OURS, Figure
+from spec import BASELINE, METRICS_COST_LOAD_S, METRICS_COST_TARGET, OURS, Comparison, Figure
 
 
 def figure_json(figure: Figure) -> dict[str, Any]:
@@ -52,6 +52,33 @@ def metrics_cost(ratios: list[float]) -> dict[str, Any]:
     cost = 1 - statistics.median(ratios)
     return {"ratios": ratios, "cost": cost, "target": METRICS_COST_TARGET,
             "met": cost <= METRICS_COST_TARGET}  # fmt: skip
+
+
+def comparison(spec: Comparison, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the rounds: each side's requests/s, p50 and p99, the ratio of
+    requests/s (the median of the rounds' ratios) and the variant's p99 / p50."""
+
+    def side(name: str) -> dict[str, float]:
+        return {
+            key: statistics.median(record[name][key] for record in rounds)
+            for key in ("rps", "p50_ms", "p99_ms")
+        }
+
+    ours, reference = side("variant"), side("reference")
+    rps_ratio = statistics.median(r["variant"]["rps"] / r["reference"]["rps"] for r in rounds)
+    tail = ours["p99_ms"] / ours["p50_ms"]
+    return {
+        "spec": asdict(spec),
+        "rounds": rounds,
+        "variant": ours,
+        "reference": reference,
+        "rps_ratio": rps_ratio,
+        "tail": tail,
+        "met": {
+            "rps_ratio": rps_ratio >= spec.rps_ratio_target,
+            "tail": tail <= spec.tail_target,
+        },
+    }
 
 
 # --- Markdown -----------------------------------------------------------------------------
@@ -105,6 +132,32 @@ def cost_text(cost: dict[str, Any]) -> str:
     )
 
 
+def comparison_lines(result: dict[str, Any], titles: dict[str, str]) -> list[str]:
+    spec, ours, reference = result["spec"], result["variant"], result["reference"]
+    met = {key: "met" if ok else "**missed**" for key, ok in result["met"].items()}
+    rows = [
+        (titles[spec["variant"]], ours),
+        (titles[spec["reference"]], reference),
+    ]
+    return [
+        f"{spec['title']}, {len(result['rounds'])} round(s) of A B B A, {spec['load_s']:g} s of "
+        "load each, both containers side by side (medians over the rounds):",
+        "",
+        "| variant | req/s | p50 (ms) | p99 (ms) | p99 / p50 |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {title} | {number(side['rps'])} | {number(side['p50_ms'])} | "
+            f"{number(side['p99_ms'])} | {side['p99_ms'] / side['p50_ms']:.1f} |"
+            for title, side in rows
+        ),
+        "",
+        f"- requests/s, ours / reference: **{result['rps_ratio']:.2f}x** "
+        f"(target ≥ {spec['rps_ratio_target']:g}x: {met['rps_ratio']})",
+        f"- ours p99 / p50: **{result['tail']:.1f}** "
+        f"(target ≤ {spec['tail_target']:g}: {met['tail']})",
+    ]
+
+
 def table(data: dict[str, Any]) -> list[list[str]]:
     """Header and rows: one column per variant, the ratio right after the baseline's."""
     variants = data["variants"]
@@ -148,6 +201,10 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         f"- {cost_text(data['metrics_cost'])}",
         "",
+        f"## The database route against the raw driver ({meta['database']})",
+        "",
+        *comparison_lines(data["database_route"], {k: v["title"] for k, v in variants.items()}),
+        "",
         "## All figures",
         "",
         "| " + " | ".join(header) + " |",
@@ -172,8 +229,9 @@ def markdown(data: dict[str, Any]) -> str:
         "- Start-up and idle PSS: the project's default number of workers. Idle RSS and "
         "load: one worker pinned to core 1; `wrk` (one thread) and the database on core 0, "
         "against the container's bridge address, after a 1 s warm-up (none in a quick run).",
-        "- `/api/items` reads 10 seeded rows from the PostgreSQL image "
-        f"`{meta['database_image']}`, migrated with each image's `alembic upgrade head`.",
+        f"- `/api/items` reads 10 seeded rows from the {meta['database']} database"
+        + (f" of the image `{meta['database_image']}`" if meta["database_image"] else "")
+        + ", migrated with each image's `alembic upgrade head`.",
         "",
     ]
     return "\n".join(lines)

@@ -6,17 +6,23 @@ base image, `docker run` to first 200, idle memory, and requests/s with p50/p99 
 /health and of a database-backed read at 64 connections. Every figure is the median of
 --runs runs (min and max kept, raw samples in the JSON).
 
+The database-backed read is also measured against a raw-driver reference of it
+(bench/reference/: asyncpg, aiomysql or aiosqlite by hand, served by our image's server),
+both side by side, A B B A: the report gives ours / reference. --database picks the
+generated project's database: postgresql (default), mysql (MariaDB) or sqlite.
+
 Variants: the defaults (hardening on), hardening off, a naive one-stage baseline of the
 same app and base image (bench/baseline/Dockerfile), our image run with the seed
 guide's environment knobs (PYTHONOPTIMIZE=1, PYTHONDONTWRITEBYTECODE=1), and our image
 with its Prometheus metrics off: the report gives what metrics cost, run by run.
 
 Needs: a Docker engine with BuildKit; locally, the base image
-${PYTHON_IMAGE:-python:X.Y-slim} (X.Y: the default answer) and a PostgreSQL image
-${POSTGRES_IMAGE:-postgres:17}; at least 2 cores; `wrk` and `taskset` on the host
-(Debian: apt-get install -y wrk util-linux). The app server is pinned to core 1, the load
-generator and the database to core 0. Results go to --out (bench/out/, not committed);
---publish also writes bench/results.{json,md,png}, which the README shows.
+${PYTHON_IMAGE:-python:X.Y-slim} (X.Y: the default answer) and the database server's
+image, ${POSTGRES_IMAGE:-postgres:17} or ${MARIADB_IMAGE:-mariadb:11}; at least 2 cores;
+`wrk` and `taskset` on the host (Debian: apt-get install -y wrk util-linux). The app
+server is pinned to core 1, the load generator and the database to core 0. Results go
+to --out (bench/out/, not committed); --publish also writes bench/results.{json,md,png},
+which the README shows.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ import yaml
 from measure import MB, BenchError, Resources
 from spec import (
     BENCH,
+    DATABASE_ROUTE,
+    DATABASES,
+    DEFAULT_DATABASE,
     FIGURES,
     METRICS_COST_LOAD_S,
     METRICS_COST_ROUNDS,
@@ -53,6 +62,8 @@ from spec import (
     OURS,
     REPO,
     VARIANTS,
+    Comparison,
+    Database,
     Stage,
     Variant,
 )
@@ -80,7 +91,11 @@ COMPOSE_FLAGS: dict[str, Callable[[Any], list[str]]] = {
     "init": lambda on: ["--init"] if on else [],
     "user": lambda user: [f"--user={user}"],
 }
-DB_USER = "bench"
+# Where a reference module is served from: in place of the app's entry module, with
+# the image's bytecode of that package hidden (it is compiled unchecked, so it would
+# win over the mounted source).
+APP_MODULE_PATH = "/app/app/main.py"
+APP_BYTECODE = "/app/app/__pycache__"
 
 
 def log(message: str) -> None:
@@ -99,8 +114,10 @@ class Bench:
     quick: bool
     workdir: Path
     resources: Resources
+    database: Database
     network: str = ""
     database_url: str = ""
+    database_args: list[str] = field(default_factory=list)  # volume of a database file
     answers: dict[str, Any] = field(default_factory=dict)  # the defaults, as rendered
     projects: dict[str, Path] = field(default_factory=dict)  # by variant
     contexts: dict[str, Path] = field(default_factory=dict)  # by image owner
@@ -130,6 +147,10 @@ def owners(stage: Stage) -> dict[str, str]:
 def measured(stage: Stage) -> list[Variant]:
     """The variants that measure `stage` themselves."""
     return [v for v in VARIANTS if owners(stage)[v.name] == v.name]
+
+
+def variant_answers(bench: Bench, variant: Variant) -> dict[str, Any]:
+    return {**variant.answers, "database": bench.database.answer}
 
 
 def render(answers: Mapping[str, Any], dst: Path) -> Path:
@@ -169,37 +190,53 @@ def build_context(variant: Variant, project: Path, workdir: Path) -> Path:
     return context
 
 
+def database_image(database: Database) -> str | None:
+    if database.image_variable is None:
+        return database.image
+    return os.environ.get(database.image_variable, database.image)
+
+
 def start_database(bench: Bench) -> None:
-    image = os.environ.get("POSTGRES_IMAGE", "postgres:17")
+    database = bench.database
+    if database.volume is not None:
+        volume = bench.resources.volume("db")
+        bench.database_args = ["-v", f"{volume}:{database.volume}"]
+    image = database_image(database)
+    if image is None:
+        return
     name = bench.resources.name("db")
-    env = {"POSTGRES_USER": DB_USER, "POSTGRES_PASSWORD": DB_USER, "POSTGRES_DB": DB_USER}
     bench.resources.container(
-        image, "--network", bench.network, f"--cpuset-cpus={LOAD_CPU}", *env_args(env), name=name
+        image,
+        "--network",
+        bench.network,
+        f"--cpuset-cpus={LOAD_CPU}",
+        *env_args(database.env),
+        name=name,
     )
-    # Over TCP: an initialising server listens on its socket only, so this is the real one.
-    probe = ["docker", "exec", name, "pg_isready", "-h", "127.0.0.1", "-U", DB_USER]
+    probe = ["docker", "exec", name, *database.ready]
     deadline = time.monotonic() + measure.START_TIMEOUT_S
     while subprocess.run(probe, capture_output=True, check=False).returncode != 0:
         if time.monotonic() > deadline:
             raise BenchError(f"{image} did not accept connections:\n{measure.logs(name)}")
         time.sleep(0.5)
-    bench.database_url = f"postgresql+asyncpg://{DB_USER}:{DB_USER}@{name}:5432/{DB_USER}"
+    # Its address, not its name: Docker's embedded DNS has failed to answer on a
+    # loaded machine, and every lookup would be a step of each new connection.
+    bench.database_url = database.url.format(host=measure.container_ip(name, bench.network))
 
 
 def set_up(bench: Bench) -> None:
     for variant in VARIANTS:
         render_owner = owners(Stage.RENDER)[variant.name]
         if render_owner not in bench.projects:
-            log(f"rendering {dict(variant.answers) or 'the defaults'}")
-            bench.projects[render_owner] = render(variant.answers, bench.workdir / render_owner)
+            answers = variant_answers(bench, variant)
+            log(f"rendering {answers}")
+            bench.projects[render_owner] = render(answers, bench.workdir / render_owner)
         bench.projects[variant.name] = bench.projects[render_owner]
         compose = variant.compose_settings
         bench.run_args[variant.name] = (
             compose_run_args(bench.projects[variant.name]) if compose else []
         )
     bench.answers = rendered_answers(bench.projects[OURS])
-    if bench.answers["database"] != "postgresql":
-        raise BenchError("the database-backed figures need the default database, postgresql")
     for variant in measured(Stage.BUILD):
         project = bench.projects[variant.name]
         bench.contexts[variant.name] = build_context(variant, project, bench.workdir)
@@ -224,7 +261,7 @@ def measure_copier(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
     # Copier casts each value to its question's type; booleans as YAML spells them.
     data = [
         arg
-        for key, value in variant.answers.items()
+        for key, value in variant_answers(bench, variant).items()
         for arg in ("-d", f"{key}={json.dumps(value) if isinstance(value, bool) else value}")
     ]
     start = time.perf_counter()
@@ -276,19 +313,30 @@ def measure_build(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
     return figures, {"rebuild_steps_run": warm.steps_run, "cold_steps_run": cold.steps_run}
 
 
+def database_options(bench: Bench) -> list[str]:
+    """How a container of the app reaches the database: its URL (none: the app's
+    default) and the volume of a database file."""
+    url = {"DATABASE_URL": bench.database_url} if bench.database_url else {}
+    return [*env_args(url), *bench.database_args]
+
+
+def app_module_options(bench: Bench, variant: Variant) -> list[str]:
+    if variant.app_module is None:
+        return []
+    module = BENCH / "reference" / variant.app_module
+    return ["-v", f"{module}:{APP_MODULE_PATH}:ro", f"--tmpfs={APP_BYTECODE}"]
+
+
 def app_container(bench: Bench, variant: Variant, purpose: str, *args: str, workers: int) -> str:
-    env = {
-        **RUN_ENV,
-        "DATABASE_URL": bench.database_url,
-        "WEB_CONCURRENCY": str(workers),
-        **variant.run_env,
-    }
+    env = {**RUN_ENV, "WEB_CONCURRENCY": str(workers), **variant.run_env}
     return bench.resources.container(
         bench.images[variant.image_owner],
         "--network",
         bench.network,
         *RUN_ARGS,
         *bench.run_args[variant.name],
+        *database_options(bench),
+        *app_module_options(bench, variant),
         *env_args(env),
         *args,
         name=bench.resources.name(variant.name, purpose),
@@ -300,7 +348,7 @@ def migrate(bench: Bench, variant: Variant) -> None:
     name = bench.resources.name(variant.name, "migrate")
     bench.resources.containers.append(name)
     options = ["--rm", "--name", name, "--network", bench.network, *bench.run_args[variant.name]]
-    options += env_args({"DATABASE_URL": bench.database_url})
+    options += database_options(bench)
     measure.docker("run", *options, bench.images[variant.image_owner], "alembic", "upgrade", "head")
 
 
@@ -347,7 +395,9 @@ def measure_load(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
         time.sleep(IDLE_SETTLE_S)
         (worker,) = measure.workers(measure.processes(name))
         figures: Figures = {"idle_rss_1w_mb": worker.rss / MB}
-        seed_rows(host)
+        # A reference module only reads: the app's variants, measured first, seed.
+        if variant.app_module is None:
+            seed_rows(host)
         details: Details = {}
         for route, path in ROUTES.items():
             if (status := measure.request(host, PORT, "GET", path)[0]) != 200:
@@ -366,37 +416,78 @@ def measure_load(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
         bench.resources.remove_container(name)
 
 
-def measure_metrics_cost(bench: Bench) -> list[float]:
-    """Requests/s with metrics over without, one ratio per A B B A round."""
-    pair = [next(v for v in VARIANTS if v.name == name) for name in (OURS, METRICS_OFF)]
+def side_by_side(
+    bench: Bench, pair: tuple[str, str], path: str, *, rounds: int, load_s: float
+) -> list[tuple[list[measure.Load], list[measure.Load]]]:
+    """Two variants' containers started side by side on the app's core, taking the load
+    on `path` in turn, A B B A: per round, each one's two loads."""
+    variants = [next(v for v in VARIANTS if v.name == name) for name in pair]
     names = [
-        app_container(bench, variant, "cost", f"--cpuset-cpus={APP_CPU}", workers=1)
-        for variant in pair
+        app_container(bench, variant, "pair", f"--cpuset-cpus={APP_CPU}", workers=1)
+        for variant in variants
     ]
     try:
         urls = []
         for name in names:
             host = measure.container_ip(name, bench.network)
-            measure.wait_for_200(
-                host, PORT, METRICS_COST_ROUTE, since=time.perf_counter(), name=name
-            )
+            measure.wait_for_200(host, PORT, path, since=time.perf_counter(), name=name)
             measure.wait_for_log(name, STARTUP_LINE, 1)
-            urls.append(f"http://{host}:{PORT}{METRICS_COST_ROUTE}")
-        ratios = []
+            urls.append(f"http://{host}:{PORT}{path}")
         # A quick run checks the steps only: one round, no longer than its loads.
-        seconds = min(METRICS_COST_LOAD_S, bench.duration)
-        for _ in range(1 if bench.quick else METRICS_COST_ROUNDS):
-            rps = [0.0, 0.0]
+        seconds = min(load_s, bench.duration)
+        loads = []
+        for _ in range(1 if bench.quick else rounds):
+            round_loads: tuple[list[measure.Load], list[measure.Load]] = ([], [])
             for index in (0, 1, 1, 0):
                 load = measure.wrk(
                     urls[index], connections=CONNECTIONS, seconds=seconds, cpu=LOAD_CPU
                 )
-                rps[index] += load.rps
-            ratios.append(rps[0] / rps[1])
-        return ratios
+                round_loads[index].append(load)
+            loads.append(round_loads)
+        return loads
     finally:
         for name in names:
             bench.resources.remove_container(name)
+
+
+def total_rps(loads: list[measure.Load]) -> float:
+    return sum(load.rps for load in loads)
+
+
+def measure_metrics_cost(bench: Bench) -> list[float]:
+    """Requests/s with metrics over without, one ratio per A B B A round."""
+    rounds = side_by_side(
+        bench,
+        (OURS, METRICS_OFF),
+        METRICS_COST_ROUTE,
+        rounds=METRICS_COST_ROUNDS,
+        load_s=METRICS_COST_LOAD_S,
+    )
+    return [total_rps(ours) / total_rps(other) for ours, other in rounds]
+
+
+def measure_comparison(bench: Bench, comparison: Comparison) -> list[dict[str, Any]]:
+    """One record per A B B A round: both sides' requests/s, p50 and p99 (the
+    medians of their two loads) and the errors wrk saw."""
+    rounds = side_by_side(
+        bench,
+        (comparison.variant, comparison.reference),
+        ROUTES[comparison.route],
+        rounds=comparison.rounds,
+        load_s=comparison.load_s,
+    )
+    return [
+        {
+            side: {
+                "rps": total_rps(loads) / len(loads),
+                "p50_ms": statistics.median(load.p50_ms for load in loads),
+                "p99_ms": statistics.median(load.p99_ms for load in loads),
+                "errors": "; ".join(load.errors for load in loads if load.errors),
+            }
+            for side, loads in zip(("variant", "reference"), pair, strict=True)
+        }
+        for pair in rounds
+    ]
 
 
 def measure_run(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
@@ -427,6 +518,8 @@ class Samples:
     )
     # Requests/s with metrics over without, one per round of every run.
     metrics_ratios: list[float] = field(default_factory=list)
+    # The database route against its raw-driver reference, one record per round.
+    database_route: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, variant: str, stage: Stage, figures: Figures, details: Details) -> None:
         for key, value in figures.items():
@@ -444,6 +537,8 @@ def measure_all(bench: Bench) -> Samples:
                 samples.add(variant.name, stage, *measure_stage(bench, variant))
         log(f"run {index}/{bench.runs}: metrics on against off")
         samples.metrics_ratios += measure_metrics_cost(bench)
+        log(f"run {index}/{bench.runs}: {DATABASE_ROUTE.title}")
+        samples.database_route += measure_comparison(bench, DATABASE_ROUTE)
     return samples
 
 
@@ -518,11 +613,13 @@ def results(bench: Bench, samples: Samples) -> dict[str, Any]:
             ),
             "base_image": bench.base_image,
             "answers": bench.answers,
-            "database_image": os.environ.get("POSTGRES_IMAGE", "postgres:17"),
+            "database": bench.database.answer,
+            "database_image": database_image(bench.database),
         },
         "figures": [report.figure_json(figure) for figure in FIGURES],
         "variants": {v.name: variant_results(bench, samples, v) for v in VARIANTS},
         "metrics_cost": report.metrics_cost(samples.metrics_ratios),
+        "database_route": report.comparison(DATABASE_ROUTE, samples.database_route),
     }
     return data | report.analysis(data)
 
@@ -545,6 +642,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--publish",
         action="store_true",
         help="also write bench/results.json, results.md and results.png (committed)",
+    )
+    parser.add_argument(
+        "--database",
+        choices=sorted(DATABASES),
+        default=DEFAULT_DATABASE,
+        help=f"the database of the generated project (default {DEFAULT_DATABASE})",
     )
     parser.add_argument(
         "--quick",
@@ -575,7 +678,14 @@ def main(argv: list[str] | None = None) -> int:
         preflight()
         prefix = f"bench-{secrets.token_hex(3)}"
         with tempfile.TemporaryDirectory() as tmp, Resources(prefix) as resources:
-            bench = Bench(args.runs, args.duration, args.quick, Path(tmp), resources)
+            bench = Bench(
+                args.runs,
+                args.duration,
+                args.quick,
+                Path(tmp),
+                resources,
+                DATABASES[args.database],
+            )
             set_up(bench)
             data = results(bench, measure_all(bench))
     except BenchError as error:

@@ -31,6 +31,9 @@ class Variant:
     run_env: Mapping[str, str] = field(default_factory=dict)
     # Run as the production compose file runs the backend (read-only, no capabilities...).
     compose_settings: bool = True
+    # A module of bench/reference/ served in place of the image's app/main.py, by the
+    # image's own server command.
+    app_module: str | None = None
 
     @property
     def image_owner(self) -> str:
@@ -81,6 +84,18 @@ VARIANTS: tuple[Variant, ...] = (
         description="our image run with METRICS_ENABLED=false: no Prometheus middleware",
         image_of="ours",
         run_env={"METRICS_ENABLED": "false"},
+    ),
+    Variant(
+        name="raw_driver",
+        color="#805ad5",
+        title="raw driver",
+        description=(
+            "the database route written by hand on the database's own async driver "
+            "(asyncpg, aiomysql, aiosqlite: bench/reference/), same two queries and JSON "
+            "shape, served by our image's server in place of the app"
+        ),
+        image_of="ours",
+        app_module="raw_items.py",
     ),
 )
 OURS = "ours"
@@ -192,4 +207,87 @@ FIGURES: tuple[Figure, ...] = (
     ),
     Figure("items_p50_ms", "GET /api/items p50 latency", "ms", Stage.RUN),
     Figure("items_p99_ms", "GET /api/items p99 latency", "ms", Stage.RUN),
+)
+
+
+# --- The database route against the raw driver ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Database:
+    """A database the bench can run the database-backed figures on."""
+
+    answer: str  # the template's `database` answer
+    # The server's container: the image (an environment variable may name another),
+    # its environment, and a command run in it that succeeds once it accepts
+    # connections over TCP (while initialising, servers listen on their socket only).
+    # No image: the database is a file, in a volume every app container mounts.
+    image_variable: str | None = None
+    image: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready: tuple[str, ...] = ()
+    # DATABASE_URL, `{host}` being the server's container; "" keeps the app's default.
+    url: str = ""
+    volume: str | None = None  # where the file's volume is mounted in the app containers
+
+
+DB_USER = "bench"
+DATABASES = {
+    database.answer: database
+    for database in (
+        Database(
+            answer="postgresql",
+            image_variable="POSTGRES_IMAGE",
+            image="postgres:17",
+            env={"POSTGRES_USER": DB_USER, "POSTGRES_PASSWORD": DB_USER, "POSTGRES_DB": DB_USER},
+            ready=("pg_isready", "-h", "127.0.0.1", "-U", DB_USER),
+            url=f"postgresql+asyncpg://{DB_USER}:{DB_USER}@{{host}}:5432/{DB_USER}",
+        ),
+        Database(
+            answer="mysql",
+            image_variable="MARIADB_IMAGE",
+            image="mariadb:11",
+            env={
+                "MARIADB_USER": DB_USER,
+                "MARIADB_PASSWORD": DB_USER,
+                "MARIADB_DATABASE": DB_USER,
+                "MARIADB_ROOT_PASSWORD": DB_USER,
+            },
+            ready=("mariadb-admin", "ping", "--host=127.0.0.1", "--silent"),
+            url=f"mysql+aiomysql://{DB_USER}:{DB_USER}@{{host}}:3306/{DB_USER}?charset=utf8mb4",
+        ),
+        Database(answer="sqlite", volume="/app/data"),
+    )
+}
+DEFAULT_DATABASE = "postgresql"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two variants serving one route side by side, taking the load in turn (A B B A)
+    for `rounds` rounds of `load_s` seconds each: a drift of the machine's other load
+    hits both alike, so their ratio holds where their own figures, minutes apart, do not.
+    """
+
+    key: str
+    title: str
+    variant: str
+    reference: str
+    route: str  # a key of the bench's routes
+    rounds: int
+    load_s: float
+    rps_ratio_target: float  # variant / reference requests/s, at least
+    tail_target: float  # the variant's p99 / p50, at most
+
+
+DATABASE_ROUTE = Comparison(
+    key="database_route",
+    title="GET /api/items?limit=10: ours against the raw driver",
+    variant=OURS,
+    reference="raw_driver",
+    route="items",
+    rounds=4,
+    load_s=3,
+    rps_ratio_target=0.8,
+    tail_target=3.0,
 )

@@ -18,7 +18,9 @@ from types import ModuleType
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-VARIANTS = {"ours", "unhardened", "baseline", "seed_knobs", "metrics_off"}
+VARIANTS = {"ours", "unhardened", "baseline", "seed_knobs", "metrics_off", "raw_driver"}
+# The databases the bench runs the database route on, each against its raw driver.
+DATABASES = ["postgresql", "mysql", "sqlite"]
 OUTPUTS = ("results.json", "results.md", "results.png")
 
 
@@ -53,9 +55,10 @@ def engine() -> None:
 
 @pytest.mark.docker
 @pytest.mark.usefixtures("engine")
-def test_quick_run_reports_every_figure_of_every_variant(tmp_path: Path) -> None:
+@pytest.mark.parametrize("database", DATABASES)
+def test_quick_run_reports_every_figure_of_every_variant(tmp_path: Path, database: str) -> None:
     cmd = [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--runs", "1"]
-    cmd += ["--duration", "1", "--out", str(tmp_path)]
+    cmd += ["--duration", "1", "--database", database, "--out", str(tmp_path)]
     subprocess.run(cmd, check=True, timeout=900)
 
     assert all((tmp_path / name).stat().st_size > 0 for name in OUTPUTS)
@@ -73,6 +76,16 @@ def test_quick_run_reports_every_figure_of_every_variant(tmp_path: Path) -> None
             # One run: its sample is the median, the minimum and the maximum.
             assert stats["median"] == stats["min"] == stats["max"] == sample, key
     assert data["metrics_cost"]["ratios"]
+    assert data["meta"]["database"] == database
+    assert data["variants"]["ours"]["figures"]["items_rps"]["median"] > 0
+    assert data["variants"]["raw_driver"]["figures"]["items_rps"]["median"] > 0
+    comparison = data["database_route"]
+    (only_round,) = comparison["rounds"]
+    for side in ("variant", "reference"):
+        assert only_round[side]["rps"] > 0, side
+        assert only_round[side]["errors"] == "", side
+    assert comparison["rps_ratio"] > 0
     markdown = (tmp_path / "results.md").read_text()
     assert "metrics on against off: a cost of" in markdown
+    assert f"## The database route against the raw driver ({database})" in markdown
     assert all(f"| {data['variants'][name]['title']} |" in markdown for name in VARIANTS)
