@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import yaml
+from docker_support import SERVER_DATABASES
 from test_worker import DEFAULT_SHUTDOWN_WAIT, HEARTBEAT, WORKER_COMMAND, seconds
 
 from conftest import ANSWER_MATRIX, DEFAULT_TASK_QUEUE, matrix_id, run
@@ -18,7 +19,6 @@ STACK = "deploy/swarm/stack.yml"
 URL_WITH_PASSWORD = re.compile(r"://[^/@:]+:[^/@]+@")
 # README, "Scaling out": with a database, a task starts once the schema is migrated.
 WAIT_FOR_MIGRATIONS = ["python", "-m", "app.db.wait_for_migrations"]
-SERVER_DATABASES = ("postgresql", "mysql")
 
 
 def has_task_queue(answers) -> bool:
