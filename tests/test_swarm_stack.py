@@ -91,6 +91,8 @@ def test_the_worker_is_the_backend_with_another_command_and_time_to_finish_jobs(
     assert seconds(worker["stop_grace_period"]) > DEFAULT_SHUTDOWN_WAIT
     deploy = worker["deploy"]
     assert deploy["replicas"] == 1
+    # Where the backend's data is (SQLite's volume on the manager).
+    assert deploy.get("placement") == backend["deploy"].get("placement")
     assert set(deploy["resources"]["limits"]) == {"cpus", "memory", "pids"}
     update = deploy["update_config"]
     assert (update["order"], update["failure_action"]) == ("start-first", "rollback")
