@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATABASES, Renderer, run
+from conftest import DATABASES, DEFAULT_TASK_QUEUE, TASK_QUEUES, Renderer, run
 
 SLUG = "my-service"  # derived from the default project name
 IMAGE = f"{SLUG}-backend"
@@ -47,13 +47,17 @@ EXPECTED_WITH_DATABASE = {
 EXPECTED_WITHOUT_DATABASE = {"migrate": [], "test": [[*DEV_RUN, "pytest"]]}
 # Proven with their own arguments by test_swarm_targets_deploy_roll_out_and_roll_back.
 SWARM_TARGETS = ["swarm-deploy", "swarm-rollout", "swarm-rollback"]
-# Stands in for docker: records its arguments; `image rm` fails as for an image never built.
+# Stands in for docker: records its arguments; `image rm` fails as for an image never built;
+# a service's update ended in UPDATE_STATE.
 FAKE_DOCKER = f"""#!{sys.executable}
 import json, os, sys
 with open(os.environ["DOCKER_CALLS"], "a") as log:
     log.write(json.dumps(sys.argv[1:]) + "\\n")
+if sys.argv[1:3] == ["service", "inspect"]:
+    print(os.environ["UPDATE_STATE"])
 sys.exit(1 if sys.argv[1:3] == ["image", "rm"] else 0)
 """
+UPDATED, ROLLED_BACK = "completed", "rollback_completed"
 
 
 @pytest.fixture
@@ -64,11 +68,20 @@ def make_target(tmp_path: Path):
     (fake / "docker").chmod(0o755)
     calls = tmp_path / "calls.jsonl"
 
-    def _make(project: Path, target: str, *variables: str) -> tuple[str, list[list[str]]]:
+    def _make(
+        project: Path, target: str, *variables: str, update_state: str = UPDATED
+    ) -> tuple[str, list[list[str]]]:
+        """The output and docker calls of a target that succeeds, or fails when an update
+        ended in another state than `completed`."""
         calls.write_text("")
-        env = {"PATH": f"{fake}:{os.environ['PATH']}", "DOCKER_CALLS": str(calls)}
-        output = run("make", target, *variables, cwd=project, env=env).stdout
-        return output, [json.loads(line) for line in calls.read_text().splitlines()]
+        env = {
+            "PATH": f"{fake}:{os.environ['PATH']}",
+            "DOCKER_CALLS": str(calls),
+            "UPDATE_STATE": update_state,
+        }
+        result = run("make", target, *variables, cwd=project, env=env, check=False)
+        assert (result.returncode == 0) is (update_state == UPDATED), result.stderr
+        return result.stdout, [json.loads(line) for line in calls.read_text().splitlines()]
 
     return _make
 
@@ -91,29 +104,46 @@ def test_every_make_target_runs_what_it_promises(
         assert make_target(project, target)[1] == calls, target
 
 
-@pytest.mark.parametrize("database", DATABASES)
+# Every database without a queue, and with each queue.
+SWARM_VARIANTS = [(database, queue) for queue in TASK_QUEUES for database in DATABASES]
+
+
+@pytest.mark.parametrize(("database", "task_queue"), SWARM_VARIANTS)
 def test_swarm_targets_deploy_roll_out_and_roll_back(
-    render: Renderer, tmp_path: Path, make_target, database: str
+    render: Renderer, tmp_path: Path, make_target, database: str, task_queue: str
 ) -> None:
+    queued = task_queue != DEFAULT_TASK_QUEUE
+    # The default stays implicit: the rendering the other tests use.
     project = tmp_path / "project"
-    shutil.copytree(render(database=database), project)
+    shutil.copytree(
+        render(database=database, **({"task_queue": task_queue} if queued else {})), project
+    )
     deploy = ["stack", "deploy", "--detach=false", "--compose-file", "deploy/swarm/stack.yml"]
     assert make_target(project, "swarm-deploy")[1] == [[*deploy, SLUG]]
     secrets = sorted(path.name for path in (project / "deploy/swarm/secrets").glob("*"))
-    expected_secrets = {"postgresql": ["db_password"], "mysql": ["db_password", "db_root_password"]}
-    assert secrets == expected_secrets.get(database, [])
+    database_secrets = {"postgresql": ["db_password"], "mysql": ["db_password", "db_root_password"]}
+    expected_secrets = database_secrets.get(database, []) + (["redis_password"] if queued else [])
+    assert secrets == sorted(expected_secrets)
     for name in secrets:
         assert (project / "deploy/swarm/secrets" / name).stat().st_mode & 0o077 == 0
 
     update = ["service", "update", "--detach=false", "--image", f"{IMAGE}:1.2.3"]
-    rollout = [[*update, f"{SLUG}_backend"]]
-    if database != "none":  # migrations first
-        rollout.insert(0, [*update, f"{SLUG}_migrate"])
+    rollback_worker = ["service", "rollback", "--detach=false", f"{SLUG}_worker"]
+    # Migrations first; the worker before the backend, which enqueues its jobs; then
+    # whether the backend's update completed, as its exit status does not say.
+    services = ["migrate"] if database != "none" else []
+    services += ["worker", "backend"] if queued else ["backend"]
+    rollout = [[*update, f"{SLUG}_{service}"] for service in services]
+    rollout.append(["service", "inspect", "--format", "{{.UpdateStatus.State}}", f"{SLUG}_backend"])
     assert make_target(project, "swarm-rollout", "TAG=1.2.3")[1] == rollout
+    # A backend rolled back fails the rollout, and takes the worker back with it.
+    rolled_back = make_target(project, "swarm-rollout", "TAG=1.2.3", update_state=ROLLED_BACK)
+    assert rolled_back[1] == [*rollout, *([rollback_worker] if queued else [])]
     refused = run("make", "swarm-rollout", cwd=project, check=False)
     assert refused.returncode != 0
     assert "release's own tag" in refused.stdout + refused.stderr
     rollback = [["service", "rollback", "--detach=false", f"{SLUG}_backend"]]
+    rollback += [rollback_worker] if queued else []
     assert make_target(project, "swarm-rollback")[1] == rollback
 
 

@@ -1,5 +1,7 @@
 """The Swarm stack on a real one-node swarm: three replicas, a release rolled out under
-load, a release that never gets healthy rolled back, a killed task replaced.
+load, a release that never gets healthy rolled back, a killed task replaced; with the
+task queue, so the worker rolls out and back with the backend, a job enqueued through
+the API is run by the worker, and the Redis password stays a secret.
 
 The kernels of the machines these tests run on have no IPVS, so neither the routing
 mesh nor the virtual IPs of services work there: the stack under test gives the
@@ -23,12 +25,17 @@ from typing import Any
 import pytest
 import yaml
 from docker_support import PREFIX, Images, answers, inspect
+from test_worker import QUEUE
 
 from conftest import Renderer, run
 
 pytestmark = pytest.mark.docker
 
 REPLICAS = 3
+WORKER_REPLICAS = 1
+# The PostgreSQL variant with the task queue: every service the stack can have but
+# the MariaDB and SQLite ones, which test_swarm_stack checks as Swarm loads them.
+VARIANT = answers("postgresql", task_queue=QUEUE)
 # One request at a time, each to a task picked from a fresh DNS answer; the counts are
 # printed when the container is stopped.
 LOAD = r"""
@@ -90,6 +97,7 @@ class Deployment:
     def __init__(self, project: Path, name: str, repository: str, env: dict[str, str]) -> None:
         self.project, self.name, self.repository, self.env = project, name, repository, env
         self.backend = f"{name}_backend"
+        self.worker = f"{name}_worker"
 
     def make(self, target: str, tag: str, check: bool = True) -> Any:
         variables = [f"{key}={value}" for key, value in self.env.items()]
@@ -105,24 +113,39 @@ class Deployment:
             timeout=600,
         )
 
-    def running_tasks(self) -> list[dict[str, Any]]:
+    def running_tasks(self, service: str | None = None) -> list[dict[str, Any]]:
         ids = run(
-            "docker", "service", "ps", self.backend, "--quiet", "--filter", "desired-state=running"
+            *("docker", "service", "ps", service or self.backend),
+            *("--quiet", "--filter", "desired-state=running"),
         ).stdout.split()
         tasks = [_task(task) for task in ids]
         return [task for task in tasks if task["Status"]["State"] == "running"]
 
-    def wait_for_replicas(self, timeout: float = 180) -> list[dict[str, Any]]:
+    def wait_for_replicas(
+        self, service: str | None = None, replicas: int = REPLICAS, timeout: float = 180
+    ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            tasks = self.running_tasks()
-            if len(tasks) == REPLICAS:
+            tasks = self.running_tasks(service)
+            if len(tasks) == replicas:
                 return tasks
             time.sleep(0.5)
-        pytest.fail(f"{self.backend}: not {REPLICAS} running tasks after {timeout} s")
+        pytest.fail(f"{service or self.backend}: not {replicas} running tasks after {timeout} s")
 
-    def images(self) -> set[str]:
-        return {task["Spec"]["ContainerSpec"]["Image"] for task in self.wait_for_replicas()}
+    def images(self) -> dict[str, set[str]]:
+        """The images the backend's and the worker's running tasks run."""
+        return {
+            service: {task["Spec"]["ContainerSpec"]["Image"] for task in tasks}
+            for service, tasks in (
+                ("backend", self.wait_for_replicas()),
+                ("worker", self.wait_for_replicas(self.worker, WORKER_REPLICAS)),
+            )
+        }
+
+    def container(self, service: str) -> str:
+        """The container of one of the service's running tasks."""
+        task = self.running_tasks(f"{self.name}_{service}")[0]
+        return str(task["Status"]["ContainerStatus"]["ContainerID"])
 
     @contextmanager
     def load(self) -> Iterator[dict[str, Any]]:
@@ -166,13 +189,13 @@ def stack_for_this_machine(project: Path) -> str:
 def deployment(
     swarm: None, images: Images, render: Renderer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
-    """The PostgreSQL variant deployed with three replicas at tag v1; v2 is the same
-    image under another tag, `broken` never gets healthy."""
+    """The variant deployed with three replicas at tag v1; v2 is the same image under
+    another tag, `broken` never gets healthy (the worker's own healthcheck passes)."""
     name = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
     project = tmp_path_factory.mktemp("swarm") / "project"
-    shutil.copytree(render(**answers("postgresql")), project)
+    shutil.copytree(render(**VARIANT), project)
     repository = f"{name}-backend"
-    release = images.get("postgresql")
+    release = images.get(VARIANT["database"], task_queue=VARIANT["task_queue"])
     run("docker", "tag", release, f"{repository}:v1")
     run("docker", "tag", release, f"{repository}:v2")
     build_from(release, f"{repository}:broken", NEVER_HEALTHY)
@@ -184,17 +207,18 @@ def deployment(
     env = {
         "REPLICAS": str(REPLICAS),
         "POSTGRES_IMAGE": database,
+        "REDIS_IMAGE": os.environ.get("REDIS_IMAGE", "redis:7"),
         "SWARM_STACK": stack_for_this_machine(project),
     }
     deployed = Deployment(project, name, repository, env)
     try:
         deployed.make("swarm-deploy", "v1")
-        deployed.wait_for_replicas()
+        deployed.images()
         yield deployed
     finally:
         run("docker", "stack", "rm", name, check=False)
         _wait_gone(name)
-        run("docker", "volume", "rm", f"{name}_db-data", check=False)
+        run("docker", "volume", "rm", f"{name}_db-data", f"{name}_redis-data", check=False)
         run("docker", "network", "rm", f"{name}_default", check=False)
         tags = [f"{repository}:{tag}" for tag in ("v1", "v2", "broken")]
         run("docker", "image", "rm", "--force", *tags, database, check=False)
@@ -225,7 +249,8 @@ def test_rollout_under_load_fails_no_request_and_ends_on_the_new_tag(deployment)
     print(f"\nrolling update of {REPLICAS} replicas: {took:.1f} s; requests: {counts}")
     assert counts["ok"] > 0
     assert counts["failed"] == 0, counts["errors"]
-    assert deployment.images() == {f"{deployment.repository}:v2"}
+    new = {f"{deployment.repository}:v2"}
+    assert deployment.images() == {"backend": new, "worker": new}
 
 
 def test_release_that_never_gets_healthy_is_rolled_back_without_failed_requests(deployment):
@@ -254,3 +279,58 @@ def test_killed_task_is_replaced(deployment):
         f"{counts['ok'] + counts['failed']}: {counts['errors'][:3]}"
     )
     assert counts["ok"] > 0
+
+
+# Run in a backend task: enqueues the example job through the API and prints the job
+# once it is no longer pending.
+ENQUEUE_AND_WAIT = r"""
+import json, sys, time, urllib.request, uuid
+api = "http://127.0.0.1:8000/api/jobs"
+request = urllib.request.Request(
+    api, data=json.dumps({"text": sys.argv[1]}).encode(), method="POST",
+    headers={"Content-Type": "application/json", "Idempotency-Key": str(uuid.uuid4())},
+)
+with urllib.request.urlopen(request, timeout=10) as response:
+    job = json.load(response)
+deadline = time.monotonic() + 120
+while job["status"] == "pending" and time.monotonic() < deadline:
+    time.sleep(0.2)
+    with urllib.request.urlopen(f"{api}/{job['id']}", timeout=10) as response:
+        job = json.load(response)
+print(json.dumps(job))
+"""
+
+
+def test_worker_converges_healthy(deployment):
+    tasks = deployment.wait_for_replicas(deployment.worker, WORKER_REPLICAS)
+    for task in tasks:
+        container = task["Status"]["ContainerStatus"]["ContainerID"]
+        assert inspect("container", container)["State"]["Health"]["Status"] == "healthy"
+
+
+def test_a_job_enqueued_through_the_api_is_run_by_the_worker(deployment):
+    backend = deployment.container("backend")
+    job = json.loads(
+        run("docker", "exec", backend, "python", "-c", ENQUEUE_AND_WAIT, "run by the worker").stdout
+    )
+    assert job == {"id": job["id"], "status": "succeeded", "result": 4, "error": None}
+    worker_log = run("docker", "service", "logs", "--raw", deployment.worker)
+    assert f"job {job['id']} started" in worker_log.stdout + worker_log.stderr
+
+
+def test_the_redis_password_is_in_no_spec_environment_or_process_arguments(deployment):
+    password = (deployment.project / "deploy/swarm/secrets/redis_password").read_text().strip()
+    services = run("docker", "stack", "services", "--quiet", deployment.name).stdout.split()
+    assert password not in run("docker", "service", "inspect", *services).stdout
+    for service in ("redis", "backend", "worker"):
+        container = deployment.container(service)
+        assert password not in json.dumps(inspect("container", container)["Config"])
+        arguments = run("docker", "top", container, "-eo", "pid,args").stdout
+        assert password not in arguments, service
+    # Protected: without the password, Redis answers nothing but that it needs it; with
+    # it, it answers, and it keeps only its hash.
+    redis = deployment.container("redis")
+    assert run("docker", "exec", redis, "redis-cli", "ping").stdout.startswith("NOAUTH")
+    client = ("docker", "exec", "--env", f"REDISCLI_AUTH={password}", redis, "redis-cli")
+    assert run(*client, "ping").stdout.strip() == "PONG"
+    assert password not in run(*client, "config", "get", "*").stdout

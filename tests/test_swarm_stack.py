@@ -1,5 +1,6 @@
 """The Swarm stack file of every rendering: accepted by `docker stack deploy`'s loader,
-holding the services its answers need and no password in any environment value."""
+holding the services its answers need, hardened as answered, and no password in any
+environment value, command or healthcheck."""
 
 from __future__ import annotations
 
@@ -8,14 +9,26 @@ import shutil
 
 import pytest
 import yaml
+from docker_support import SERVER_DATABASES
+from test_worker import DEFAULT_SHUTDOWN_WAIT, HEARTBEAT, WORKER_COMMAND, seconds
 
-from conftest import ANSWER_MATRIX, matrix_id, run
-
-pytestmark = pytest.mark.parametrize("answers", ANSWER_MATRIX, ids=matrix_id)
+from conftest import ANSWER_MATRIX, DEFAULT_TASK_QUEUE, matrix_id, run
 
 STACK = "deploy/swarm/stack.yml"
 # A URL with a password: scheme://user:password@host
 URL_WITH_PASSWORD = re.compile(r"://[^/@:]+:[^/@]+@")
+# README, "Scaling out": with a database, a task starts once the schema is migrated.
+WAIT_FOR_MIGRATIONS = ["python", "-m", "app.db.wait_for_migrations"]
+
+
+def has_task_queue(answers) -> bool:
+    return answers.get("task_queue", DEFAULT_TASK_QUEUE) != DEFAULT_TASK_QUEUE
+
+
+by_answers = pytest.mark.parametrize("answers", ANSWER_MATRIX, ids=matrix_id)
+by_queue_answers = pytest.mark.parametrize(
+    "answers", [answers for answers in ANSWER_MATRIX if has_task_queue(answers)], ids=matrix_id
+)
 
 
 def stack_config(project, **env: str) -> dict:
@@ -35,11 +48,13 @@ def stack_config(project, **env: str) -> dict:
     return yaml.safe_load(result.stdout)
 
 
+@by_answers
 def test_docker_stack_deploy_accepts_the_stack(render, answers):
     stack = stack_config(render(**answers), BACKEND_TAG="1.0.0", REPLICAS="3")
     database = answers["database"]
     expected = {"backend"} | ({"migrate"} if database != "none" else set())
-    expected |= {"db"} if database in ("postgresql", "mysql") else set()
+    expected |= {"db"} if database in SERVER_DATABASES else set()
+    expected |= {"worker", "redis"} if has_task_queue(answers) else set()
     assert set(stack["services"]) == expected
     backend = stack["services"]["backend"]
     assert backend["deploy"]["replicas"] == (1 if database == "sqlite" else 3)
@@ -53,6 +68,7 @@ def test_docker_stack_deploy_accepts_the_stack(render, answers):
     assert backend.get("cap_drop", []) == (["ALL"] if hardened else [])
 
 
+@by_answers
 def test_the_stack_needs_the_release_tag(render, answers):
     if shutil.which("docker") is None:
         pytest.skip("the docker command is not installed")
@@ -61,10 +77,61 @@ def test_the_stack_needs_the_release_tag(render, answers):
     assert "BACKEND_TAG" in result.stderr
 
 
+@by_queue_answers
+def test_the_worker_is_the_backend_with_another_command_and_time_to_finish_jobs(render, answers):
+    project = render(**answers)
+    services = stack_config(project, BACKEND_TAG="1.0.0")["services"]
+    backend, worker = services["backend"], services["worker"]
+    waits = WAIT_FOR_MIGRATIONS if answers["database"] != "none" else []
+    assert worker["command"] == [*waits, *WORKER_COMMAND]
+    assert worker["healthcheck"]["test"] == ["CMD", *HEARTBEAT]
+    shared = ["image", "environment", "secrets", "user", "read_only", "cap_drop", "init"]
+    assert {key: worker.get(key) for key in shared} == {key: backend.get(key) for key in shared}
+    assert worker.get("volumes") == backend.get("volumes")
+    assert seconds(worker["stop_grace_period"]) > DEFAULT_SHUTDOWN_WAIT
+    deploy = worker["deploy"]
+    assert deploy["replicas"] == 1
+    # Where the backend's data is (SQLite's volume on the manager).
+    assert deploy.get("placement") == backend["deploy"].get("placement")
+    assert set(deploy["resources"]["limits"]) == {"cpus", "memory", "pids"}
+    update = deploy["update_config"]
+    assert (update["order"], update["failure_action"]) == ("start-first", "rollback")
+    assert deploy["rollback_config"]["order"] == "start-first"
+    scaled = stack_config(project, BACKEND_TAG="1.0.0", WORKER_REPLICAS="4")["services"]
+    assert scaled["worker"]["deploy"]["replicas"] == 4
+
+
+@by_queue_answers
+def test_redis_reads_its_password_from_a_secret_and_keeps_its_data(render, answers):
+    project = render(**answers)
+    stack = stack_config(project, BACKEND_TAG="1.0.0", REDIS_IMAGE="example/redis:7")
+    redis = stack["services"]["redis"]
+    assert redis["image"] == "example/redis:7"
+    assert [secret["source"] for secret in redis["secrets"]] == ["redis_password"]
+    assert stack["secrets"]["redis_password"]["file"] == str(
+        project / "deploy/swarm/secrets/redis_password"
+    )
+    for process in (redis["command"], redis["healthcheck"]["test"]):
+        assert "/run/secrets/redis_password" in " ".join(process)
+    (volume,) = redis["volumes"]
+    assert (volume["type"], volume["source"], volume["target"]) == ("volume", "redis-data", "/data")
+    assert "redis-data" in stack["volumes"]
+    assert redis["user"] not in ("root", "0")
+    hardened = answers["production_hardening"]
+    assert redis.get("read_only", False) is hardened
+    assert redis.get("cap_drop", []) == (["ALL"] if hardened else [])
+    assert redis["deploy"]["endpoint_mode"] == "dnsrr"
+    assert set(redis["deploy"]["resources"]["limits"]) == {"memory", "pids"}
+    for service in ("backend", "worker"):
+        environment = stack["services"][service]["environment"]
+        assert environment["REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password"
+
+
+@by_answers
 def test_passwords_are_secrets_never_environment_values(render, answers):
     stack = stack_config(render(**answers), BACKEND_TAG="1.0.0")
-    server = answers["database"] in ("postgresql", "mysql")
-    assert bool(stack.get("secrets")) is server
+    server = answers["database"] in SERVER_DATABASES
+    assert bool(stack.get("secrets")) is (server or has_task_queue(answers))
     for name, service in stack["services"].items():
         for key, value in service.get("environment", {}).items():
             assert "PASSWORD" not in key or key.endswith("_FILE"), f"{name}: {key}"
