@@ -17,6 +17,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.client import HTTPException
 from typing import Any
 
 import pytest
@@ -138,7 +139,9 @@ class Load:
                 status, answer = http(f"{url}{path}", method, body, timeout=CLIENT_TIMEOUT)
             except ValueError as error:  # a body that is not JSON
                 kind, what = "wrong", repr(error)
-            except OSError as error:  # urllib wraps a timeout while connecting
+            # urllib wraps a timeout while connecting; a body cut short (IncompleteRead)
+            # is not an OSError.
+            except (OSError, HTTPException) as error:
                 cause = getattr(error, "reason", error)
                 kind, what = "hung" if isinstance(cause, TimeoutError) else "lost", repr(error)
             else:
