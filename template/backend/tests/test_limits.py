@@ -100,11 +100,12 @@ async def test_body_that_never_completes_is_refused_with_408() -> None:
 
 
 @asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[int]:
-    """The app behind uvicorn with the production protocol; yields the port."""
+async def serving(settings: Settings, app: FastAPI | None = None) -> AsyncIterator[int]:
+    """The app (by default the project's) behind uvicorn with the production
+    protocol; yields the port."""
     protocol = type("Protocol", (HttpProtocol,), {"settings": settings})
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings) if app is None else app,
         http=protocol,
         lifespan="off",
         log_config=None,
@@ -195,6 +196,23 @@ async def test_slow_headers_are_refused_with_408() -> None:
     # The head never ends: the server answers once HEADERS_TIMEOUT has passed.
     async with serving(IMPATIENT) as port:
         assert_refused(await exchange(port, get()), 408)
+
+
+async def test_request_slower_than_the_headers_timeout_is_answered() -> None:
+    app = FastAPI()
+
+    @app.get("/slow")
+    async def slow() -> str:
+        # The head timer, if armed once the request was read, is due before this
+        # sleep ends: the event loop runs timers in the order they are due.
+        await asyncio.sleep(2 * IMPATIENT.HEADERS_TIMEOUT)
+        return "served"
+
+    async with serving(IMPATIENT, app) as port:
+        raw = await exchange(port, get(b"/slow", b"Connection: close\r\n\r\n"))
+    assert raw, "connection closed without a response"
+    status, _, body = parse(raw)
+    assert (status, body) == (200, b'"served"')
 
 
 async def test_idle_connection_is_closed_without_a_response() -> None:

@@ -60,7 +60,10 @@ class HttpProtocol(HttpToolsProtocol):
         if self._reading_head:
             if self._head_bytes > self.limits.MAX_HEADERS_SIZE:
                 self._refuse(*self._large_head)
-            else:
+            elif self._head_bytes:
+                # Only a head begun and unfinished is timed. A read that completed a
+                # request leaves none: the app is serving it, however long it takes,
+                # and once it has answered uvicorn's keep-alive timeout bounds the wait.
                 self._start_head_timer()
 
     def on_url(self, url: bytes) -> None:
