@@ -18,14 +18,26 @@ from types import ModuleType
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-VARIANTS = {"ours", "unhardened", "baseline", "seed_knobs", "metrics_off"}
+VARIANTS = {
+    "ours",
+    "unhardened",
+    "baseline",
+    "seed_knobs",
+    "metrics_off",
+    "uv_docker_example",
+    "full_stack_template",
+    "uvicorn_workers",
+    "granian",
+}
+# Ours is compared, figure by figure, with the naive baseline and the two anchor recipes.
+COMPARED_TITLES = ("baseline", "uv-docker-example", "full-stack-fastapi-template")
 OUTPUTS = ("results.json", "results.md", "results.png")
 
 
-def load_bench() -> ModuleType:
+def load_bench(module: str = "run") -> ModuleType:
     sys.path.insert(0, str(REPO / "bench"))  # run.py imports its sibling modules
     try:
-        return importlib.import_module("run")
+        return importlib.import_module(module)
     finally:
         sys.path.remove(str(REPO / "bench"))
 
@@ -41,6 +53,20 @@ def test_summary_keeps_median_min_max_and_every_sample(samples: list[float], med
         "max": max(samples),
         "samples": samples,
     }
+
+
+def test_import_times_sum_self_time_by_top_level_package_over_processes() -> None:
+    log = "\n".join(
+        [
+            "import time: self [us] | cumulative | imported package",
+            "import time:       120 |        120 |     sqlalchemy.sql.base",
+            '{"level": "INFO", "message": "Booting worker"}',
+            "import time:      1000 |       1120 |   sqlalchemy",
+            "import time:       400 |        400 | fastapi",
+            "import time:        80 |         80 |     sqlalchemy.dialects.postgresql",
+        ]
+    )
+    assert load_bench("measure").import_times(log) == {"sqlalchemy": 1.2, "fastapi": 0.4}
 
 
 @pytest.fixture
@@ -76,3 +102,13 @@ def test_quick_run_reports_every_figure_of_every_variant(tmp_path: Path) -> None
     markdown = (tmp_path / "results.md").read_text()
     assert "metrics on against off: a cost of" in markdown
     assert all(f"| {data['variants'][name]['title']} |" in markdown for name in VARIANTS)
+    assert all(f"## Ours / {title}" in markdown for title in COMPARED_TITLES)
+    assert all(f"| ours / {title} |" in markdown for title in COMPARED_TITLES)
+    assert "## Servers" in markdown
+    assert data["server_ratios"]
+    assert all(len(pair["samples"]) == 1 for pair in data["server_ratios"].values())
+    assert "requests/s side by side, relative to ours" in markdown
+    for variant in data["variants"].values():
+        (run,) = variant["details"]["run"]
+        assert run["top_imports_ms"], variant["title"]
+        assert f"- **{variant['title']}**: " in markdown
