@@ -172,7 +172,7 @@ def compose_run_args(project: Path) -> list[str]:
 def build_context(variant: Variant, project: Path, workdir: Path) -> Path:
     if variant.dockerfile is None:
         return project / "backend"
-    # Another recipe has not our .dockerignore: the build context is the whole directory.
+    # Other recipes come without our .dockerignore: the build context is the whole directory.
     context = workdir / f"context-{variant.name}"
     shutil.copytree(project / "backend", context)
     (context / ".dockerignore").unlink(missing_ok=True)
@@ -195,7 +195,9 @@ def start_database(bench: Bench) -> None:
         if time.monotonic() > deadline:
             raise BenchError(f"{image} did not accept connections:\n{measure.logs(name)}")
         time.sleep(0.5)
-    bench.database_url = f"postgresql+asyncpg://{DB_USER}:{DB_USER}@{name}:5432/{DB_USER}"
+    # By address, not by name: Docker's embedded DNS fails lookups on a busy engine.
+    address = measure.container_ip(name, bench.network)
+    bench.database_url = f"postgresql+asyncpg://{DB_USER}:{DB_USER}@{address}:5432/{DB_USER}"
 
 
 def set_up(bench: Bench) -> None:
