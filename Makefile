@@ -48,4 +48,4 @@ lock: $(STAMP) ## Refresh the hash-pinned locks (this repo's and each generated 
 	$(VENV)/bin/python scripts/lock.py
 
 bench: $(STAMP) ## Measure build, size, start-up, memory and throughput (needs Docker)
-	$(VENV)/bin/python bench/run.py
+	$(VENV)/bin/python bench/run.py --runs 3 --publish

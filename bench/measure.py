@@ -11,7 +11,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -180,10 +181,10 @@ class Resources:
         self.volumes.append(name)
         return name
 
-    def container(self, image: str, *args: str, name: str) -> str:
+    def container(self, image: str, *args: str, name: str, command: Sequence[str] = ()) -> str:
         """Start a detached container; `args` are `docker run` options."""
         self.containers.append(name)
-        docker("run", "--detach", "--name", name, *args, image)
+        docker("run", "--detach", "--name", name, *args, image, *command)
         return name
 
     def remove_container(self, name: str) -> None:
@@ -254,6 +255,30 @@ def wait_for_200(host: str, port: int, path: str, *, since: float, name: str) ->
     raise BenchError(f"{name}: no 200 on {path} in {START_TIMEOUT_S} s:\n{logs(name)[-3000:]}")
 
 
+def response_status(conn: socket.socket, rest: bytes) -> int:
+    """Send the rest of a request on an open connection: the status it gets, 0 if none."""
+    try:
+        conn.sendall(rest)
+        response = http.client.HTTPResponse(conn)
+        response.begin()
+        return response.status
+    except (OSError, http.client.HTTPException):
+        return 0
+
+
+def poll(condition: Callable[[], bool], timeout: float = START_TIMEOUT_S) -> bool:
+    """Whether `condition` became true within `timeout` seconds; it may fail meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return True
+        except (OSError, http.client.HTTPException, BenchError):
+            pass  # a process gone or a port not answering yet
+        time.sleep(0.05)
+    return False
+
+
 def wait_for_log(name: str, text: str, count: int) -> None:
     """Wait until `text` appears `count` times in a container's output."""
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -261,6 +286,20 @@ def wait_for_log(name: str, text: str, count: int) -> None:
         if time.monotonic() > deadline:
             raise BenchError(f"{name}: {text!r} not seen {count} times:\n{logs(name)[-3000:]}")
         time.sleep(0.1)
+
+
+# --- Imports ------------------------------------------------------------------------------
+
+# `-X importtime`: "import time: <self us> | <cumulative us> | <indent><module>".
+IMPORT_TIME = re.compile(r"^import time:\s+(\d+) \|\s+\d+ \| +([\w.]+)\s*$", re.M)
+
+
+def import_times(log: str) -> dict[str, float]:
+    """Milliseconds spent importing each top-level package, summed over the processes."""
+    by_package: Counter[str] = Counter()
+    for self_us, module in IMPORT_TIME.findall(log):
+        by_package[module.split(".")[0]] += int(self_us)
+    return {package: us / 1000 for package, us in by_package.items()}
 
 
 # --- Memory -------------------------------------------------------------------------------

@@ -9,7 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.figure
-from spec import BASELINE, METRICS_COST_LOAD_S, METRICS_COST_TARGET, OURS, Comparison, Figure
+from spec import (
+    BASELINE,
+    COMPARED,
+    METRICS_COST_LOAD_S,
+    METRICS_COST_TARGET,
+    OURS,
+    SERVER_FIGURES,
+    SERVER_PAIR_ROUTES,
+    SERVERS_COMPARED,
+    Comparison,
+    Figure,
+)
 
 
 def figure_json(figure: Figure) -> dict[str, Any]:
@@ -20,9 +31,9 @@ def median(data: dict[str, Any], variant: str, key: str) -> float:
     return float(data["variants"][variant]["figures"][key]["median"])
 
 
-def ratio(data: dict[str, Any], key: str) -> float | None:
-    baseline = median(data, BASELINE, key)
-    return median(data, OURS, key) / baseline if baseline else None
+def ratio(data: dict[str, Any], key: str, against: str) -> float | None:
+    theirs = median(data, against, key)
+    return median(data, OURS, key) / theirs if theirs else None
 
 
 def meets(value: float | None, limit: float, higher_is_better: bool) -> bool:
@@ -32,16 +43,18 @@ def meets(value: float | None, limit: float, higher_is_better: bool) -> bool:
 
 
 def analysis(data: dict[str, Any]) -> dict[str, Any]:
-    """Ratios ours / baseline and, for each target, whether ours met it."""
-    ratios = {f["key"]: ratio(data, f["key"]) for f in data["figures"]}
+    """Ratios ours / each compared variant and, for each target, whether ours met it."""
+    ratios = {
+        f["key"]: {name: ratio(data, f["key"], name) for name in COMPARED} for f in data["figures"]
+    }
     verdicts = {}
     for f in data["figures"]:
         verdict = {}
         if f["target"] is not None:
             ours = median(data, OURS, f["key"])
             verdict["target"] = meets(ours, f["target"], f["higher_is_better"])
-        if f["ratio_target"] is not None:
-            verdict["ratio"] = meets(ratios[f["key"]], f["ratio_target"], False)
+        for name, limit in f["ratio_targets"].items():
+            verdict[name] = meets(ratios[f["key"]][name], limit, f["higher_is_better"])
         if verdict:
             verdicts[f["key"]] = verdict
     return {"ratios": ratios, "verdicts": verdicts}
@@ -100,14 +113,17 @@ def cell(figure: dict[str, Any], unit: str) -> str:
     return text if figure["min"] == figure["max"] else f"{text} ({spread})"
 
 
-def target_text(f: dict[str, Any]) -> str:
+def bound(f: dict[str, Any]) -> str:
+    return "≥" if f["higher_is_better"] else "≤"
+
+
+def target_text(f: dict[str, Any], titles: dict[str, str]) -> str:
     parts = []
     if f["target"] == 0:
         parts.append("none")
     elif f["target"] is not None:
-        parts.append(f"{'≥' if f['higher_is_better'] else '≤'} {f['target']:,g} {f['unit']}")
-    if f["ratio_target"] is not None:
-        parts.append(f"≤ {f['ratio_target']:g}x baseline")
+        parts.append(f"{bound(f)} {f['target']:,g} {f['unit']}")
+    parts += [f"{bound(f)} {limit:g}x {titles[name]}" for name, limit in f["ratio_targets"].items()]
     return "; ".join(parts)
 
 
@@ -158,32 +174,80 @@ def comparison_lines(result: dict[str, Any], titles: dict[str, str]) -> list[str
     ]
 
 
+def titles(data: dict[str, Any]) -> dict[str, str]:
+    return {name: variant["title"] for name, variant in data["variants"].items()}
+
+
 def table(data: dict[str, Any]) -> list[list[str]]:
-    """Header and rows: one column per variant, the ratio right after the baseline's."""
+    """Header and rows: one column per variant, ours / a compared one right after it."""
     variants = data["variants"]
     header = ["figure", "target"]
     for name, variant in variants.items():
-        header += [variant["title"]] + (["ours / baseline"] if name == BASELINE else [])
+        header += [variant["title"]] + ([f"ours / {variant['title']}"] if name in COMPARED else [])
     rows = [[*header, "ours vs target"]]
     for f in data["figures"]:
-        row = [f"{f['label']} ({f['unit']})", target_text(f)]
+        row = [f"{f['label']} ({f['unit']})", target_text(f, titles(data))]
         for name, variant in variants.items():
             row.append(cell(variant["figures"][f["key"]], f["unit"]))
-            if name == BASELINE:
-                row.append(ratio_text(data["ratios"][f["key"]]))
+            if name in COMPARED:
+                row.append(ratio_text(data["ratios"][f["key"]][name]))
         rows.append([*row, verdict_text(data["verdicts"].get(f["key"]))])
     return rows
+
+
+def headline(data: dict[str, Any], against: str) -> list[str]:
+    """Ours / one compared variant, figure by figure, with that ratio's target if any."""
+    lines = [f"## Ours / {data['variants'][against]['title']}", ""]
+    for f in data["figures"]:
+        value = data["ratios"][f["key"]][against]
+        if not f["charted"] or value is None:
+            continue
+        limit = f["ratio_targets"].get(against)
+        target = "" if limit is None else f" (target {bound(f)} {limit:g}x)"
+        lines.append(f"- {f['label']}: **{ratio_text(value)}**{target}")
+    return [*lines, ""]
+
+
+def top_imports(data: dict[str, Any]) -> list[str]:
+    """Each variant's slowest packages to import until its first 200, median of the runs."""
+    lines = []
+    for variant in data["variants"].values():
+        runs = [run["top_imports_ms"] for run in variant["details"]["run"]]
+        packages = {package for run in runs for package in run}
+        by_package = {p: statistics.median(run.get(p, 0.0) for run in runs) for p in packages}
+        top = sorted(by_package.items(), key=lambda item: item[1], reverse=True)[:8]
+        listed = ", ".join(f"{package} {ms:,.0f}" for package, ms in top)
+        lines.append(f"- **{variant['title']}**: {listed}")
+    return lines
+
+
+def server_table(data: dict[str, Any]) -> list[str]:
+    """The servers side by side, on the figures that choose between them."""
+    figures = {f["key"]: f for f in data["figures"]}
+    variants = [data["variants"][name] for name in SERVERS_COMPARED]
+    lines = [
+        "| figure | " + " | ".join(v["title"] for v in variants) + " |",
+        "|" + "---|" * (len(variants) + 1),
+    ]
+    for key in SERVER_FIGURES:
+        f = figures[key]
+        cells = [cell(v["figures"][key], f["unit"]) for v in variants]
+        lines.append(f"| {f['label']} ({f['unit']}) | " + " | ".join(cells) + " |")
+    for route in SERVER_PAIR_ROUTES:
+        cells = ["1"] + [
+            f"{1 / data['server_ratios'][f'{name} {route}']['median']:.2f}"
+            for name in SERVERS_COMPARED[1:]
+        ]
+        lines.append(
+            f"| {route} requests/s side by side, relative to ours (median of A B B A "
+            f"rounds, {METRICS_COST_LOAD_S} s each) | " + " | ".join(cells) + " |"
+        )
+    return lines
 
 
 def markdown(data: dict[str, Any]) -> str:
     meta, variants = data["meta"], data["variants"]
     header, *rows = table(data)
-    headline = [
-        f"- {f['label']}: **{ratio_text(data['ratios'][f['key']])}**"
-        + (f" (target ≤ {f['ratio_target']:g}x)" if f["ratio_target"] is not None else "")
-        for f in data["figures"]
-        if f["charted"] and data["ratios"][f["key"]] is not None
-    ]
     lines = [
         "# Benchmark results",
         "",
@@ -193,17 +257,14 @@ def markdown(data: dict[str, Any]) -> str:
         f"route at {meta['connections']} connections. MB = 10⁶ bytes."
         + (" **Quick run: cold builds were not cold.**" if meta["quick"] else ""),
         "",
-        "## Ours / baseline",
-        "",
-        *headline,
-        "",
+        *(line for name in COMPARED for line in headline(data, name)),
         "## What metrics cost",
         "",
         f"- {cost_text(data['metrics_cost'])}",
         "",
         f"## The database route against the raw driver ({meta['database']})",
         "",
-        *comparison_lines(data["database_route"], {k: v["title"] for k, v in variants.items()}),
+        *comparison_lines(data["database_route"], titles(data)),
         "",
         "## All figures",
         "",
@@ -213,6 +274,17 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         "![Each figure relative to the baseline](results.png)",
         "",
+        "## Servers",
+        "",
+        *server_table(data),
+        "",
+        "## Top importers",
+        "",
+        "Milliseconds each package takes to import (`-X importtime`, self time summed over "
+        "every process of the container) from `docker run` until every worker serves:",
+        "",
+        *top_imports(data),
+        "",
         "## Variants",
         "",
         *(f"- **{v['title']}**: {v['description']}." for v in variants.values()),
@@ -221,14 +293,22 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         f"- Cold build: {meta['cold_build']}. Rebuild: one line appended to `app/main.py`, "
         "then the same build with the cache.",
-        "- Seed knobs run our image: its build, context and size figures are ours.",
+        "- Variants that run another's image (`image_of` in the JSON) share its build, "
+        "context and size figures.",
         "- Every container runs with `ENVIRONMENT=production` and without its image's "
-        "healthcheck; all but the baseline also with the `docker run` equivalents of their "
-        "production compose file's settings for the backend (read-only root, dropped "
-        "capabilities, init: see `run_args` in the JSON).",
-        "- Start-up and idle PSS: the project's default number of workers. Idle RSS and "
-        "load: one worker pinned to core 1; `wrk` (one thread) and the database on core 0, "
-        "against the container's bridge address, after a 1 s warm-up (none in a quick run).",
+        "healthcheck; all but the baseline and the anchors also with the `docker run` "
+        "equivalents of their production compose file's settings for the backend (read-only "
+        "root, dropped capabilities, init: see `run_args` in the JSON). The anchors run as "
+        "their recipes do.",
+        "- Start-up and idle PSS: the project's default number of workers, and idle PSS per "
+        "worker again with 4. Idle RSS and load: one worker pinned to core 1; `wrk` (one "
+        "thread) and the database on core 0, against the container's bridge address, after "
+        "a 1 s warm-up (none in a quick run).",
+        "- Drain: a `POST /api/items` sends its head and part of its body, the container "
+        "gets SIGTERM, then the rest of the body follows: 1 if it gets an answer (201, or "
+        "a 503 from a database too slow for it), 0 if its connection closes without one. "
+        "Worker killed: SIGKILL to one worker of the default number, then the time until "
+        "the server logs one more worker ready and `/health` answers.",
         f"- `/api/items` reads 10 seeded rows from the {meta['database']} database"
         + (f" of the image `{meta['database_image']}`" if meta["database_image"] else "")
         + ", migrated with each image's `alembic upgrade head`.",

@@ -32,6 +32,8 @@ import json
 import os
 import secrets
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -61,6 +63,10 @@ from spec import (
     METRICS_OFF,
     OURS,
     REPO,
+    SERVER_LOAD_S,
+    SERVER_PAIR_ROUTES,
+    SERVER_ROUNDS,
+    SERVERS_COMPARED,
     VARIANTS,
     Comparison,
     Database,
@@ -75,8 +81,13 @@ LOAD_CPU = 0  # wrk and the database share the other core
 WARMUP_S = 1  # before each measured load: opens the database pool, fills caches
 IDLE_SETTLE_S = 1.0  # after start-up, before idle memory is read
 SEED_ROWS = 10
+SEEDED = (201, 409)  # 409: seeded by an earlier run
 ROUTES = {"health": "/health", "items": f"/api/items?limit={SEED_ROWS}"}
-STARTUP_LINE = "Application startup complete"
+MANY_WORKERS = 4  # idle PSS per worker is also read with this many
+TOP_IMPORTS = 10  # packages listed by their import time
+# Drain: the server reads a request's head, then gets SIGTERM while its body is due.
+DRAIN_SETTLE_S = 0.5
+DRAIN_TIMEOUT_S = 15  # longer than any server's grace period here
 # Same settings for every variant, so images are compared and not app configurations;
 # the image's healthcheck probes would add processes to the memory and load figures.
 RUN_ENV = {"ENVIRONMENT": "production"}
@@ -183,10 +194,12 @@ def compose_run_args(project: Path) -> list[str]:
 def build_context(variant: Variant, project: Path, workdir: Path) -> Path:
     if variant.dockerfile is None:
         return project / "backend"
-    # The naive way has no .dockerignore: the build context is the whole directory.
+    # Other recipes come without our .dockerignore: the build context is the whole directory.
     context = workdir / f"context-{variant.name}"
     shutil.copytree(project / "backend", context)
     (context / ".dockerignore").unlink(missing_ok=True)
+    for path in variant.context_files:
+        shutil.copy(path, context)
     return context
 
 
@@ -281,13 +294,18 @@ def measure_build(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
     context = bench.contexts[variant.name]
     tag = bench.images[variant.name]
 
+    build_args = {"PYTHON_IMAGE": bench.base_image}
+    if variant.build_on:
+        build_args["BASE_IMAGE"] = bench.images[variant.build_on]
+
     def build(no_cache: bool) -> measure.Build:
         result = measure.build(
             context,
             variant.dockerfile or context / "Dockerfile",
             tag=tag,
-            target=None if variant.dockerfile else "production",  # the baseline has one stage
-            build_args={"PYTHON_IMAGE": bench.base_image},
+            # The project's Dockerfile has several targets; the benchmark's own build one.
+            target=None if variant.dockerfile else "production",
+            build_args=build_args,
             no_cache=no_cache,
         )
         bench.resources.keep_image(result.image_id)
@@ -327,8 +345,15 @@ def app_module_options(bench: Bench, variant: Variant) -> list[str]:
     return ["-v", f"{module}:{APP_MODULE_PATH}:ro", f"--tmpfs={APP_BYTECODE}"]
 
 
-def app_container(bench: Bench, variant: Variant, purpose: str, *args: str, workers: int) -> str:
-    env = {**RUN_ENV, "WEB_CONCURRENCY": str(workers), **variant.run_env}
+def app_container(
+    bench: Bench,
+    variant: Variant,
+    purpose: str,
+    *args: str,
+    workers: int,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    environment = {**RUN_ENV, "WEB_CONCURRENCY": str(workers), **variant.run_env, **(env or {})}
     return bench.resources.container(
         bench.images[variant.image_owner],
         "--network",
@@ -337,10 +362,19 @@ def app_container(bench: Bench, variant: Variant, purpose: str, *args: str, work
         *bench.run_args[variant.name],
         *database_options(bench),
         *app_module_options(bench, variant),
-        *env_args(env),
+        *env_args(environment),
         *args,
         name=bench.resources.name(variant.name, purpose),
+        command=variant.command,
     )
+
+
+def serving(bench: Bench, variant: Variant, name: str, workers: int) -> str:
+    """Wait until every worker of the container is ready; its address on the network."""
+    host = measure.container_ip(name, bench.network)
+    measure.wait_for_200(host, PORT, "/health", since=time.perf_counter(), name=name)
+    measure.wait_for_log(name, variant.ready_log, workers)
+    return host
 
 
 def migrate(bench: Bench, variant: Variant) -> None:
@@ -352,35 +386,116 @@ def migrate(bench: Bench, variant: Variant) -> None:
     measure.docker("run", *options, bench.images[variant.image_owner], "alembic", "upgrade", "head")
 
 
+def idle_workers(
+    bench: Bench, variant: Variant, name: str, workers: int
+) -> tuple[list[measure.Process], list[measure.Process]]:
+    """The container's processes and its workers, once started and settled."""
+    measure.wait_for_log(name, variant.ready_log, workers)
+    time.sleep(IDLE_SETTLE_S)
+    procs = measure.processes(name)
+    found = measure.workers(procs)
+    if len(found) != workers:
+        raise BenchError(f"{name}: expected {workers} workers, found {procs}")
+    return procs, found
+
+
 def measure_start(bench: Bench, variant: Variant) -> Figures:
-    """Start-up time and idle memory with the project's default number of workers."""
+    """Start-up time and idle memory with the project's default number of workers, and
+    idle memory per worker with more of them."""
     workers = int(bench.answers["workers"])
     port = measure.free_port()
     start = time.perf_counter()
     name = app_container(bench, variant, "start", "-p", f"127.0.0.1:{port}:{PORT}", workers=workers)
     try:
         first_200 = measure.wait_for_200("127.0.0.1", port, "/health", since=start, name=name)
-        measure.wait_for_log(name, STARTUP_LINE, workers)
-        time.sleep(IDLE_SETTLE_S)
-        procs = measure.processes(name)
-        found = measure.workers(procs)
-        if len(found) != workers:
-            raise BenchError(f"{name}: expected {workers} workers, found {procs}")
-        return {
-            "first_200_s": first_200,
-            "idle_pss_worker_mb": statistics.mean(p.pss for p in found) / MB,
-            "idle_container_mb": sum(p.pss for p in procs) / MB,
-        }
+        procs, found = idle_workers(bench, variant, name, workers)
     finally:
         bench.resources.remove_container(name)
+    name = app_container(bench, variant, "many", workers=MANY_WORKERS)
+    try:
+        _, many = idle_workers(bench, variant, name, MANY_WORKERS)
+    finally:
+        bench.resources.remove_container(name)
+    return {
+        "first_200_s": first_200,
+        "idle_pss_worker_mb": statistics.mean(p.pss for p in found) / MB,
+        "idle_pss_worker_4w_mb": statistics.mean(p.pss for p in many) / MB,
+        "idle_container_mb": sum(p.pss for p in procs) / MB,
+    }
+
+
+def measure_imports(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
+    """What every process of the container imports until all workers serve, by package."""
+    workers = int(bench.answers["workers"])
+    env = {"PYTHONPROFILEIMPORTTIME": "1"}
+    name = app_container(bench, variant, "imports", workers=workers, env=env)
+    try:
+        serving(bench, variant, name, workers)
+        by_package = measure.import_times(measure.logs(name))
+    finally:
+        bench.resources.remove_container(name)
+    top = sorted(by_package.items(), key=lambda item: item[1], reverse=True)[:TOP_IMPORTS]
+    figures = {"import_ms": sum(by_package.values())}
+    return figures, {"top_imports_ms": dict(top)}
+
+
+def measure_drain(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
+    """SIGTERM while a request's body is still arriving: is the request answered?"""
+    workers = int(bench.answers["workers"])
+    name = app_container(bench, variant, "drain", workers=workers)
+    try:
+        host = serving(bench, variant, name, workers)
+        body = json.dumps({"name": f"in flight {secrets.token_hex(4)}"}).encode()
+        head = (
+            "POST /api/items HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json"
+            f"\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        with socket.create_connection((host, PORT), timeout=DRAIN_TIMEOUT_S) as conn:
+            conn.sendall(head.encode() + body[:5])
+            # Not a test: a pause is enough for the server to read the head, and then
+            # for the signal to reach its workers.
+            time.sleep(DRAIN_SETTLE_S)
+            measure.docker("kill", "--signal", "TERM", name)
+            time.sleep(DRAIN_SETTLE_S)
+            status = measure.response_status(conn, body[5:])
+    finally:
+        bench.resources.remove_container(name)
+    # Any answer counts (a 503 is the app's answer to a database too slow for it); 0 is
+    # a connection closed or reset with no answer.
+    return {"drain_answered": float(status != 0)}, {"drain_status": status}
+
+
+def measure_worker_kill(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
+    """SIGKILL one worker: seconds until the server has all its workers ready again."""
+    workers = int(bench.answers["workers"])
+    name = app_container(bench, variant, "kill", workers=workers)
+    try:
+        host = serving(bench, variant, name, workers)
+        _, found = idle_workers(bench, variant, name, workers)
+        os.kill(found[0].pid, signal.SIGKILL)  # the same PID namespace as the host's
+        killed = time.perf_counter()
+        replaced = measure.poll(
+            lambda: (
+                measure.logs(name).count(variant.ready_log) > workers
+                and measure.request(host, PORT, "GET", "/health")[0] == 200
+            )
+        )
+        seconds = time.perf_counter() - killed
+    finally:
+        bench.resources.remove_container(name)
+    return {"worker_replaced_s": seconds}, {"worker_replaced": replaced}
 
 
 def seed_rows(host: str) -> None:
     for index in range(SEED_ROWS):
         body = {"name": f"bench item {index}", "description": "seeded by the benchmark"}
-        status, text = measure.request(host, PORT, "POST", "/api/items", body)
-        if status not in (201, 409):  # 409: seeded by an earlier run
-            raise BenchError(f"seeding /api/items answered {status}: {text!r}")
+        deadline = time.monotonic() + measure.START_TIMEOUT_S
+        # 503: the app's answer to a database slower than its timeouts, as a busy
+        # machine's can be for a first connection; asked again.
+        while (answer := measure.request(host, PORT, "POST", "/api/items", body))[0] not in SEEDED:
+            if answer[0] != 503 or time.monotonic() > deadline:
+                raise BenchError(f"seeding /api/items answered {answer[0]}: {answer[1]!r}")
+            time.sleep(0.5)
 
 
 def measure_load(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
@@ -389,11 +504,8 @@ def measure_load(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
     try:
         # Straight to the container's bridge address: a published port would put
         # docker-proxy, unpinned, between wrk and the server.
-        host = measure.container_ip(name, bench.network)
-        measure.wait_for_200(host, PORT, "/health", since=time.perf_counter(), name=name)
-        measure.wait_for_log(name, STARTUP_LINE, 1)
-        time.sleep(IDLE_SETTLE_S)
-        (worker,) = measure.workers(measure.processes(name))
+        host = serving(bench, variant, name, 1)
+        (worker,) = idle_workers(bench, variant, name, 1)[1]
         figures: Figures = {"idle_rss_1w_mb": worker.rss / MB}
         # A reference module only reads: the app's variants, measured first, seed.
         if variant.app_module is None:
@@ -427,12 +539,10 @@ def side_by_side(
         for variant in variants
     ]
     try:
-        urls = []
-        for name in names:
-            host = measure.container_ip(name, bench.network)
-            measure.wait_for_200(host, PORT, path, since=time.perf_counter(), name=name)
-            measure.wait_for_log(name, STARTUP_LINE, 1)
-            urls.append(f"http://{host}:{PORT}{path}")
+        urls = [
+            f"http://{serving(bench, variant, name, 1)}:{PORT}{path}"
+            for variant, name in zip(variants, names, strict=True)
+        ]
         # A quick run checks the steps only: one round, no longer than its loads.
         seconds = min(load_s, bench.duration)
         loads = []
@@ -490,11 +600,27 @@ def measure_comparison(bench: Bench, comparison: Comparison) -> list[dict[str, A
     ]
 
 
+def measure_servers(bench: Bench) -> dict[str, list[float]]:
+    """Requests/s of ours over each other server's, by route, one ratio per round."""
+    ratios = {}
+    for other in SERVERS_COMPARED[1:]:
+        for route in SERVER_PAIR_ROUTES:
+            rounds = side_by_side(
+                bench, (OURS, other), ROUTES[route], rounds=SERVER_ROUNDS, load_s=SERVER_LOAD_S
+            )
+            ratios[f"{other} {route}"] = [total_rps(a) / total_rps(b) for a, b in rounds]
+    return ratios
+
+
 def measure_run(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
     migrate(bench, variant)
-    start = measure_start(bench, variant)
-    figures, details = measure_load(bench, variant)
-    return start | figures, details
+    figures: Figures = measure_start(bench, variant)
+    details: Details = {}
+    for step in (measure_load, measure_imports, measure_drain, measure_worker_kill):
+        more_figures, more_details = step(bench, variant)
+        figures |= more_figures
+        details |= more_details
+    return figures, details
 
 
 MEASURES: dict[Stage, Callable[[Bench, Variant], tuple[Figures, Details]]] = {
@@ -520,6 +646,8 @@ class Samples:
     metrics_ratios: list[float] = field(default_factory=list)
     # The database route against its raw-driver reference, one record per round.
     database_route: list[dict[str, Any]] = field(default_factory=list)
+    # Requests/s of ours over another server's, by server and route, as above.
+    server_ratios: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, variant: str, stage: Stage, figures: Figures, details: Details) -> None:
         for key, value in figures.items():
@@ -539,6 +667,9 @@ def measure_all(bench: Bench) -> Samples:
         samples.metrics_ratios += measure_metrics_cost(bench)
         log(f"run {index}/{bench.runs}: {DATABASE_ROUTE.title}")
         samples.database_route += measure_comparison(bench, DATABASE_ROUTE)
+        log(f"run {index}/{bench.runs}: servers side by side")
+        for pair, ratios in measure_servers(bench).items():
+            samples.server_ratios[pair] += ratios
     return samples
 
 
@@ -620,6 +751,7 @@ def results(bench: Bench, samples: Samples) -> dict[str, Any]:
         "variants": {v.name: variant_results(bench, samples, v) for v in VARIANTS},
         "metrics_cost": report.metrics_cost(samples.metrics_ratios),
         "database_route": report.comparison(DATABASE_ROUTE, samples.database_route),
+        "server_ratios": {pair: summary(ratios) for pair, ratios in samples.server_ratios.items()},
     }
     return data | report.analysis(data)
 

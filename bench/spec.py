@@ -5,6 +5,7 @@ Both are data: the measuring code never branches on a variant's name.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -14,6 +15,11 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 BASELINE_DOCKERFILE = BENCH / "baseline" / "Dockerfile"
+ANCHORS = BENCH / "anchors"
+SERVERS = BENCH / "servers"
+# uvicorn's line once a worker's lifespan start-up is done; a server that prints
+# another says so in its variant.
+UVICORN_READY = "Application startup complete"
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,14 @@ class Variant:
     # A module of bench/reference/ served in place of the image's app/main.py, by the
     # image's own server command.
     app_module: str | None = None
+    # The image's command replaced, as `docker run IMAGE COMMAND...` does; () keeps it.
+    command: tuple[str, ...] = ()
+    # What the server prints once per worker when that worker is ready.
+    ready_log: str = UVICORN_READY
+    # A Dockerfile built on another variant's image gets it as the BASE_IMAGE argument.
+    build_on: str | None = None
+    # Files of bench/ added to the build context.
+    context_files: tuple[Path, ...] = ()
 
     @property
     def image_owner(self) -> str:
@@ -97,9 +111,93 @@ VARIANTS: tuple[Variant, ...] = (
         image_of="ours",
         app_module="raw_items.py",
     ),
+    Variant(
+        name="uv_docker_example",
+        color="#805ad5",
+        title="uv-docker-example",
+        description=(
+            "anchor: the multistage Dockerfile of astral-sh/uv-docker-example (uv, "
+            "bytecode, a slim final stage without uv), building the same app from the "
+            "same base and lock; its adaptations head bench/anchors/uv-docker-example.Dockerfile"
+        ),
+        dockerfile=ANCHORS / "uv-docker-example.Dockerfile",
+        compose_settings=False,
+    ),
+    Variant(
+        name="full_stack_template",
+        color="#d53f8c",
+        title="full-stack-fastapi-template",
+        description=(
+            "anchor: the backend Dockerfile of fastapi/full-stack-fastapi-template (one "
+            "stage, uv, bytecode) on the slim base, building the same app from the same "
+            "lock; its adaptations head bench/anchors/full-stack-fastapi-template.Dockerfile"
+        ),
+        dockerfile=ANCHORS / "full-stack-fastapi-template.Dockerfile",
+        compose_settings=False,
+    ),
+    Variant(
+        name="uvicorn_workers",
+        color="#319795",
+        title="uvicorn --workers",
+        description=(
+            "server: our image run by uvicorn's own supervisor (spawned workers, each "
+            "importing the app) with our protocol, no server header and no access log, "
+            "in place of gunicorn"
+        ),
+        image_of="ours",
+        command=tuple(
+            shlex.split(
+                "uvicorn app.main:app --host 0.0.0.0 --port 8000"
+                " --http app.core.server:HttpProtocol --no-server-header --no-access-log"
+                " --timeout-graceful-shutdown 8"
+            )
+        ),
+    ),
+    Variant(
+        name="granian",
+        color="#b7791f",
+        title="granian",
+        description=(
+            "server: our image plus granian (bench/servers/, not in the product), run "
+            "as an ASGI server with uvloop, HTTP/1 only, no websockets, failed workers "
+            "respawned and 8 s for in-flight requests on SIGTERM, in place of gunicorn"
+        ),
+        dockerfile=SERVERS / "granian.Dockerfile",
+        build_on="ours",
+        context_files=(SERVERS / "granian.txt",),
+        command=(
+            "sh",
+            "-c",
+            'exec granian --interface asgi --host 0.0.0.0 --port 8000 --workers "$WEB_CONCURRENCY"'
+            " --loop uvloop --http 1 --no-ws --respawn-failed-workers --workers-kill-timeout 8"
+            " app.main:app",
+        ),
+        ready_log="Started worker-",
+    ),
 )
 OURS = "ours"
 BASELINE = "baseline"
+UV_EXAMPLE = "uv_docker_example"
+FULL_STACK = "full_stack_template"
+# Ours is compared with each of these, figure by figure, as ours / theirs.
+COMPARED = (BASELINE, UV_EXAMPLE, FULL_STACK)
+# The servers compared, ours (gunicorn with uvicorn workers) first, and what for.
+SERVERS_COMPARED = (OURS, "uvicorn_workers", "granian")
+SERVER_FIGURES = (
+    "health_rps",
+    "health_p99_ms",
+    "items_rps",
+    "items_p99_ms",
+    "idle_pss_worker_mb",
+    "idle_pss_worker_4w_mb",
+    "first_200_s",
+    "drain_answered",
+    "worker_replaced_s",
+)
+# And ours against each other server side by side, as the metrics cost is measured.
+SERVER_PAIR_ROUTES = ("health", "items")
+SERVER_ROUNDS = 2  # of A B B A, per run and route
+SERVER_LOAD_S = 3
 # What the Prometheus middleware costs: /health requests/s of ours against metrics off.
 # Both run side by side and take the load in turn (A B B A), a few seconds each, so a
 # change in the machine's other load hits both alike; the variants' own figures, a
@@ -127,7 +225,8 @@ class Figure:
     stage: Stage
     higher_is_better: bool = False
     target: float | None = None  # for "ours"
-    ratio_target: float | None = None  # ours / baseline
+    # Ours / a compared variant, by its name: at most (at least, if higher is better).
+    ratio_targets: Mapping[str, float] = field(default_factory=dict)
     # Whether the chart of ratios to the baseline shows it (a log scale cannot show 0).
     charted: bool = True
 
@@ -148,7 +247,7 @@ FIGURES: tuple[Figure, ...] = (
         "s",
         Stage.BUILD,
         target=3,
-        ratio_target=0.1,
+        ratio_targets={BASELINE: 0.1},
     ),
     Figure(
         "rebuild_steps_run",
@@ -173,7 +272,7 @@ FIGURES: tuple[Figure, ...] = (
         "MB",
         Stage.BUILD,
         target=50,
-        ratio_target=0.6,
+        ratio_targets={BASELINE: 0.6, UV_EXAMPLE: 0.6, FULL_STACK: 0.6},
     ),
     Figure(
         "first_200_s",
@@ -181,13 +280,26 @@ FIGURES: tuple[Figure, ...] = (
         "s",
         Stage.RUN,
         target=1.0,
-        ratio_target=0.7,
+        ratio_targets={UV_EXAMPLE: 0.8},
     ),
     Figure("idle_rss_1w_mb", "idle RSS, 1 worker", "MB", Stage.RUN, target=60),
     Figure(
         "idle_pss_worker_mb", "idle PSS per worker, default workers", "MB", Stage.RUN, target=60
     ),
-    Figure("idle_container_mb", "idle PSS of the container, default workers", "MB", Stage.RUN),
+    Figure("idle_pss_worker_4w_mb", "idle PSS per worker, 4 workers", "MB", Stage.RUN),
+    Figure(
+        "idle_container_mb",
+        "idle PSS of the container, default workers",
+        "MB",
+        Stage.RUN,
+        ratio_targets={UV_EXAMPLE: 0.7, FULL_STACK: 0.7},
+    ),
+    Figure(
+        "import_ms",
+        "imports until the first 200, all processes (-X importtime)",
+        "ms",
+        Stage.RUN,
+    ),
     Figure(
         "health_rps",
         "/health requests/s, 1 worker",
@@ -195,6 +307,7 @@ FIGURES: tuple[Figure, ...] = (
         Stage.RUN,
         higher_is_better=True,
         target=8000,
+        ratio_targets={UV_EXAMPLE: 1.1, FULL_STACK: 1.1},
     ),
     Figure("health_p50_ms", "/health p50 latency", "ms", Stage.RUN),
     Figure("health_p99_ms", "/health p99 latency", "ms", Stage.RUN, target=15),
@@ -207,6 +320,22 @@ FIGURES: tuple[Figure, ...] = (
     ),
     Figure("items_p50_ms", "GET /api/items p50 latency", "ms", Stage.RUN),
     Figure("items_p99_ms", "GET /api/items p99 latency", "ms", Stage.RUN),
+    # What the server does when stopped or when it loses a worker (default workers).
+    Figure(
+        "drain_answered",
+        "a request in flight at SIGTERM answered (1) or not (0)",
+        "requests",
+        Stage.RUN,
+        higher_is_better=True,
+        charted=False,
+    ),
+    Figure(
+        "worker_replaced_s",
+        "SIGKILL of a worker to all workers back",
+        "s",
+        Stage.RUN,
+        charted=False,
+    ),
 )
 
 

@@ -18,16 +18,29 @@ from types import ModuleType
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-VARIANTS = {"ours", "unhardened", "baseline", "seed_knobs", "metrics_off", "raw_driver"}
+VARIANTS = {
+    "ours",
+    "unhardened",
+    "baseline",
+    "seed_knobs",
+    "metrics_off",
+    "raw_driver",
+    "uv_docker_example",
+    "full_stack_template",
+    "uvicorn_workers",
+    "granian",
+}
+# Ours is compared, figure by figure, with the naive baseline and the two anchor recipes.
+COMPARED_TITLES = ("baseline", "uv-docker-example", "full-stack-fastapi-template")
 # The databases the bench runs the database route on, each against its raw driver.
 DATABASES = ["postgresql", "mysql", "sqlite"]
 OUTPUTS = ("results.json", "results.md", "results.png")
 
 
-def load_bench() -> ModuleType:
+def load_bench(module: str = "run") -> ModuleType:
     sys.path.insert(0, str(REPO / "bench"))  # run.py imports its sibling modules
     try:
-        return importlib.import_module("run")
+        return importlib.import_module(module)
     finally:
         sys.path.remove(str(REPO / "bench"))
 
@@ -45,6 +58,20 @@ def test_summary_keeps_median_min_max_and_every_sample(samples: list[float], med
     }
 
 
+def test_import_times_sum_self_time_by_top_level_package_over_processes() -> None:
+    log = "\n".join(
+        [
+            "import time: self [us] | cumulative | imported package",
+            "import time:       120 |        120 |     sqlalchemy.sql.base",
+            '{"level": "INFO", "message": "Booting worker"}',
+            "import time:      1000 |       1120 |   sqlalchemy",
+            "import time:       400 |        400 | fastapi",
+            "import time:        80 |         80 |     sqlalchemy.dialects.postgresql",
+        ]
+    )
+    assert load_bench("measure").import_times(log) == {"sqlalchemy": 1.2, "fastapi": 0.4}
+
+
 @pytest.fixture
 def engine() -> None:
     if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode:
@@ -59,7 +86,7 @@ def engine() -> None:
 def test_quick_run_reports_every_figure_of_every_variant(tmp_path: Path, database: str) -> None:
     cmd = [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--runs", "1"]
     cmd += ["--duration", "1", "--database", database, "--out", str(tmp_path)]
-    subprocess.run(cmd, check=True, timeout=900)
+    subprocess.run(cmd, check=True, timeout=1800)
 
     assert all((tmp_path / name).stat().st_size > 0 for name in OUTPUTS)
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
@@ -89,3 +116,13 @@ def test_quick_run_reports_every_figure_of_every_variant(tmp_path: Path, databas
     assert "metrics on against off: a cost of" in markdown
     assert f"## The database route against the raw driver ({database})" in markdown
     assert all(f"| {data['variants'][name]['title']} |" in markdown for name in VARIANTS)
+    assert all(f"## Ours / {title}" in markdown for title in COMPARED_TITLES)
+    assert all(f"| ours / {title} |" in markdown for title in COMPARED_TITLES)
+    assert "## Servers" in markdown
+    assert data["server_ratios"]
+    assert all(len(pair["samples"]) == 1 for pair in data["server_ratios"].values())
+    assert "requests/s side by side, relative to ours" in markdown
+    for variant in data["variants"].values():
+        (run,) = variant["details"]["run"]
+        assert run["top_imports_ms"], variant["title"]
+        assert f"- **{variant['title']}**: " in markdown
