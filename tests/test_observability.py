@@ -233,7 +233,12 @@ def test_two_workers_report_one_total_and_the_dashboards_series(
 
     # Both workers answered some and wrote their own counts.
     assert len(list(gunicorn["dir"].glob("counter_*.db"))) == 2
-    # Whichever worker answers a scrape, it reports the sum over both.
+    # A request is counted once its response is sent, so the client can be a moment ahead
+    # of the last count: wait for it, then whichever worker answers a scrape, it reports
+    # the sum over both.
+    deadline = time.monotonic() + 10
+    while requests_total(get(gunicorn["metrics"])[1]) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
     scrapes = [get(gunicorn["metrics"])[1] for _ in range(6)]
     assert [requests_total(scrape) for scrape in scrapes] == [count] * len(scrapes)
     with pytest.raises(urllib.error.HTTPError) as refused:
