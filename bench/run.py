@@ -128,7 +128,7 @@ class Bench:
     database: Database
     network: str = ""
     database_url: str = ""
-    database_args: list[str] = field(default_factory=list)  # volume of a database file
+    database_args: list[str] = field(default_factory=list)  # a database file: its volume and user
     answers: dict[str, Any] = field(default_factory=dict)  # the defaults, as rendered
     projects: dict[str, Path] = field(default_factory=dict)  # by variant
     contexts: dict[str, Path] = field(default_factory=dict)  # by image owner
@@ -214,6 +214,8 @@ def start_database(bench: Bench) -> None:
     if database.volume is not None:
         volume = bench.resources.volume("db")
         bench.database_args = ["-v", f"{volume}:{database.volume}"]
+        if database.user is not None:
+            bench.database_args.append(f"--user={database.user}")
     image = database_image(database)
     if image is None:
         return

@@ -358,6 +358,10 @@ class Database:
     # DATABASE_URL, `{host}` being the server's container; "" keeps the app's default.
     url: str = ""
     volume: str | None = None  # where the file's volume is mounted in the app containers
+    # The user every app container runs as, so all can write the one file: our image's
+    # (it migrates first and owns the file), where an anchor's recipe has another
+    # (root, or uv-docker-example's own user).
+    user: str | None = None
 
 
 DB_USER = "bench"
@@ -385,7 +389,7 @@ DATABASES = {
             ready=("mariadb-admin", "ping", "--host=127.0.0.1", "--silent"),
             url=f"mysql+aiomysql://{DB_USER}:{DB_USER}@{{host}}:3306/{DB_USER}?charset=utf8mb4",
         ),
-        Database(answer="sqlite", volume="/app/data"),
+        Database(answer="sqlite", volume="/app/data", user="10001"),
     )
 }
 DEFAULT_DATABASE = "postgresql"
