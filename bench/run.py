@@ -13,8 +13,10 @@ generated project's database: postgresql (default), mysql (MariaDB) or sqlite.
 
 Variants: the defaults (hardening on), hardening off, a naive one-stage baseline of the
 same app and base image (bench/baseline/Dockerfile), our image run with the seed
-guide's environment knobs (PYTHONOPTIMIZE=1, PYTHONDONTWRITEBYTECODE=1), and our image
-with its Prometheus metrics off: the report gives what metrics cost, run by run.
+guide's environment knobs (PYTHONOPTIMIZE=1, PYTHONDONTWRITEBYTECODE=1), our image
+with its Prometheus metrics off (the report gives what metrics cost, run by run), the two
+anchor recipes (bench/anchors/) building the same app, and our image under uvicorn's own
+supervisor and under granian (bench/servers/), each also loaded side by side with ours.
 
 Needs: a Docker engine with BuildKit; locally, the base image
 ${PYTHON_IMAGE:-python:X.Y-slim} (X.Y: the default answer) and the database server's
