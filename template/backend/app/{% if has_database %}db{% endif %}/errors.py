@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
 # Seconds a client is told to wait before retrying.
 RETRY_AFTER = "1"
+NO_FREE_CONNECTION = "database busy: no connection became free in time"
 
 
 class DatabaseUnavailable(Exception):
@@ -34,7 +35,7 @@ def unavailable_reason(exc: BaseException) -> str | None:
     if isinstance(exc, TimeoutError):
         return "database did not answer in time"
     if isinstance(exc, PoolTimeoutError):
-        return "database busy: no connection became free in time"
+        return NO_FREE_CONNECTION
     if isinstance(exc, DBAPIError):
         sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
         if (
