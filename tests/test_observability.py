@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -164,6 +165,14 @@ def get(url: str) -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
+def wait_for_log(gunicorn: dict[str, Any], line: str, times: int) -> None:
+    deadline = time.monotonic() + 60
+    while gunicorn["log"].read_text().count(line) < times:
+        assert gunicorn["server"].poll() is None, gunicorn["log"].read_text()
+        assert time.monotonic() < deadline, gunicorn["log"].read_text()
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def gunicorn(render: Renderer, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """The sqlite variant installed from its lock and served by gunicorn with two workers
@@ -196,18 +205,18 @@ def gunicorn(render: Renderer, tmp_path: Path) -> Iterator[dict[str, Any]]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    served = {
+        "api": f"http://127.0.0.1:{api}",
+        "metrics": f"http://127.0.0.1:{metrics}/metrics",
+        "dir": metrics_dir,
+        "server": server,
+        "log": tmp_path / "gunicorn.log",
+        "backend": backend,
+    }
     try:
         # Both workers have run the app's start-up: each has opened its pool.
-        deadline = time.monotonic() + 60
-        while (tmp_path / "gunicorn.log").read_text().count("Application startup complete") < 2:
-            assert server.poll() is None, (tmp_path / "gunicorn.log").read_text()
-            assert time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()
-            time.sleep(0.1)
-        yield {
-            "api": f"http://127.0.0.1:{api}",
-            "metrics": f"http://127.0.0.1:{metrics}/metrics",
-            "dir": metrics_dir,
-        }
+        wait_for_log(served, "Application startup complete", 2)
+        yield served
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -222,23 +231,31 @@ def requests_total(exposition: str) -> float:
     )
 
 
+def load(gunicorn: dict[str, Any], count: int) -> None:
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(lambda _: get(f"{gunicorn['api']}/health")[0], range(count)))
+    assert statuses == [200] * count
+
+
+def wait_for_total(gunicorn: dict[str, Any], count: int) -> None:
+    """Each worker writes its counts a flush interval after them at most, and the one
+    answering a scrape before it answers: wait for the other's."""
+    deadline = time.monotonic() + 10
+    while requests_total(get(gunicorn["metrics"])[1]) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_two_workers_report_one_total_and_the_dashboards_series(
     gunicorn: dict[str, Any], render: Renderer
 ) -> None:
     count = 200
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        statuses = list(pool.map(lambda _: get(f"{gunicorn['api']}/health")[0], range(count)))
-    assert statuses == [200] * count
+    load(gunicorn, count)
+    wait_for_total(gunicorn, count)
 
-    # Both workers answered some and wrote their own counts.
+    # Both workers answered some and wrote their own counts; whichever answers a scrape
+    # reports the sum over both.
     assert len(list(gunicorn["dir"].glob("counter_*.db"))) == 2
-    # A request is counted once its response is sent, so the client can be a moment ahead
-    # of the last count: wait for it, then whichever worker answers a scrape, it reports
-    # the sum over both.
-    deadline = time.monotonic() + 10
-    while requests_total(get(gunicorn["metrics"])[1]) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
     scrapes = [get(gunicorn["metrics"])[1] for _ in range(6)]
     assert [requests_total(scrape) for scrape in scrapes] == [count] * len(scrapes)
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -252,3 +269,37 @@ def test_two_workers_report_one_total_and_the_dashboards_series(
     }
     wanted = query_series(dashboard(render(database="sqlite")))
     assert wanted <= exported, f"the dashboard asks for series never exported: {wanted - exported}"
+
+
+@pytest.mark.slow
+def test_a_killed_workers_written_counts_stay_and_a_stop_writes_every_count(
+    gunicorn: dict[str, Any],
+) -> None:
+    count = 100
+    load(gunicorn, count)
+    wait_for_total(gunicorn, count)
+
+    # Killed, a worker runs no shut-down: what it wrote stays in the totals, its gauges
+    # leave the live sums once the master has reaped it and started another.
+    killed = int(next(gunicorn["dir"].glob("counter_*.db")).stem.split("_")[1])
+    assert (gunicorn["dir"] / f"gauge_livesum_{killed}.db").exists()
+    os.kill(killed, signal.SIGKILL)
+    wait_for_log(gunicorn, "Application startup complete", 3)
+    assert not (gunicorn["dir"] / f"gauge_livesum_{killed}.db").exists()
+    assert requests_total(get(gunicorn["metrics"])[1]) == count
+
+    # Stopped, each worker writes what it has tallied since its last flush.
+    load(gunicorn, count)
+    gunicorn["server"].terminate()
+    assert gunicorn["server"].wait(timeout=30) == 0
+    exposition = run(
+        gunicorn["backend"] / ".venv" / "bin" / "python",
+        "-c",
+        "from prometheus_client import CollectorRegistry, generate_latest\n"
+        "from prometheus_client.multiprocess import MultiProcessCollector\n"
+        "registry = CollectorRegistry()\n"
+        "MultiProcessCollector(registry)\n"
+        "print(generate_latest(registry).decode())",
+        env={"PROMETHEUS_MULTIPROC_DIR": str(gunicorn["dir"])},
+    ).stdout
+    assert requests_total(exposition) == 2 * count

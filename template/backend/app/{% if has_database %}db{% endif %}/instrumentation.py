@@ -8,14 +8,16 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
-from app.core.metrics import REGISTRY
+from app.core.metrics import REGISTRY, TALLIES
 
 # livesum: summed over the live workers, each with a pool of its own.
-POOL_CHECKED_OUT = Gauge(
-    "db_pool_connections_checked_out",
-    "Database connections lent out by the pool",
-    multiprocess_mode="livesum",
-    registry=REGISTRY,
+POOL_CHECKED_OUT = TALLIES.gauge(
+    Gauge(
+        "db_pool_connections_checked_out",
+        "Database connections lent out by the pool",
+        multiprocess_mode="livesum",
+        registry=REGISTRY,
+    )
 )
 POOL_SIZE = Gauge(
     "db_pool_size",
@@ -29,8 +31,8 @@ def observe_pool(engine: AsyncEngine) -> None:
     pool = engine.sync_engine.pool
     if isinstance(pool, QueuePool):
         POOL_SIZE.set(pool.size())
-    # Counted as they happen: a scrape may be answered by another worker, which
-    # cannot look into this one's pool.
+    # Counted as they happen, and written with the request tallies: a scrape may be
+    # answered by another worker, which cannot look into this one's pool.
     event.listen(pool, "checkout", lambda *_: POOL_CHECKED_OUT.inc())
     event.listen(pool, "checkin", lambda *_: POOL_CHECKED_OUT.dec())
 
