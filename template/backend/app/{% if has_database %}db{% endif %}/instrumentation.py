@@ -21,7 +21,7 @@ POOL_CHECKED_OUT = TALLIES.gauge(
 )
 POOL_SIZE = Gauge(
     "db_pool_size",
-    "Connections the pool keeps open; under load it opens up to its overflow more",
+    "Connections the pool keeps open, and lends out at most",
     multiprocess_mode="livesum",
     registry=REGISTRY,
 )
