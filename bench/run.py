@@ -6,10 +6,12 @@ base image, `docker run` to first 200, idle memory, and requests/s with p50/p99 
 /health and of a database-backed read at 64 connections. Every figure is the median of
 --runs runs (min and max kept, raw samples in the JSON).
 
-The database-backed read is also measured against a raw-driver reference of it
-(bench/reference/: asyncpg, aiomysql or aiosqlite by hand, served by our image's server),
-both side by side, A B B A: the report gives ours / reference. --database picks the
-generated project's database: postgresql (default), mysql (MariaDB) or sqlite.
+The database-backed read is also measured side by side, A B B A, against two references
+written by hand on the database's own driver (bench/reference/: asyncpg, aiomysql or
+aiosqlite): the route inside our app (its target) and a bare ASGI app (the floor), both
+served by our image's server; /health likewise against each anchor recipe. The report
+gives ours / reference. --database picks the generated project's database: postgresql
+(default), mysql (MariaDB) or sqlite.
 
 Variants: the defaults (hardening on), hardening off, a naive one-stage baseline of the
 same app and base image (bench/baseline/Dockerfile), our image run with the seed
@@ -45,7 +47,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import copier
@@ -55,7 +57,7 @@ import yaml
 from measure import MB, BenchError, Resources
 from spec import (
     BENCH,
-    DATABASE_ROUTE,
+    COMPARISONS,
     DATABASES,
     DEFAULT_DATABASE,
     FIGURES,
@@ -64,6 +66,7 @@ from spec import (
     METRICS_COST_ROUTE,
     METRICS_OFF,
     OURS,
+    REFERENCE,
     REPO,
     SERVER_LOAD_S,
     SERVER_PAIR_ROUTES,
@@ -104,11 +107,6 @@ COMPOSE_FLAGS: dict[str, Callable[[Any], list[str]]] = {
     "init": lambda on: ["--init"] if on else [],
     "user": lambda user: [f"--user={user}"],
 }
-# Where a reference module is served from: in place of the app's entry module, with
-# the image's bytecode of that package hidden (it is compiled unchecked, so it would
-# win over the mounted source).
-APP_MODULE_PATH = "/app/app/main.py"
-APP_BYTECODE = "/app/app/__pycache__"
 
 
 def log(message: str) -> None:
@@ -342,11 +340,18 @@ def database_options(bench: Bench) -> list[str]:
     return [*env_args(url), *bench.database_args]
 
 
-def app_module_options(bench: Bench, variant: Variant) -> list[str]:
-    if variant.app_module is None:
-        return []
-    module = BENCH / "reference" / variant.app_module
-    return ["-v", f"{module}:{APP_MODULE_PATH}:ro", f"--tmpfs={APP_BYTECODE}"]
+def mount_options(variant: Variant) -> list[str]:
+    """The variant's files of bench/reference/, read-only, with the image's bytecode in
+    their folders hidden: it is compiled unchecked, so a module's would win over the
+    file mounted in its place."""
+    folders = sorted({str(PurePosixPath(target).parent) for target in variant.mounts.values()})
+    return [
+        *(
+            f"--volume={REFERENCE / source}:{target}:ro"
+            for source, target in variant.mounts.items()
+        ),
+        *(f"--tmpfs={folder}/__pycache__" for folder in folders),
+    ]
 
 
 def app_container(
@@ -365,7 +370,7 @@ def app_container(
         *RUN_ARGS,
         *bench.run_args[variant.name],
         *database_options(bench),
-        *app_module_options(bench, variant),
+        *mount_options(variant),
         *env_args(environment),
         *args,
         name=bench.resources.name(variant.name, purpose),
@@ -511,8 +516,8 @@ def measure_load(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
         host = serving(bench, variant, name, 1)
         (worker,) = idle_workers(bench, variant, name, 1)[1]
         figures: Figures = {"idle_rss_1w_mb": worker.rss / MB}
-        # A reference module only reads: the app's variants, measured first, seed.
-        if variant.app_module is None:
+        # A reference only reads: the app's variants, measured first, seed.
+        if not variant.mounts:
             seed_rows(host)
         details: Details = {}
         for route, path in ROUTES.items():
@@ -648,8 +653,8 @@ class Samples:
     )
     # Requests/s with metrics over without, one per round of every run.
     metrics_ratios: list[float] = field(default_factory=list)
-    # The database route against its raw-driver reference, one record per round.
-    database_route: list[dict[str, Any]] = field(default_factory=list)
+    # Ours against a reference side by side, by comparison, one record per round.
+    comparisons: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     # Requests/s of ours over another server's, by server and route, as above.
     server_ratios: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
@@ -669,8 +674,9 @@ def measure_all(bench: Bench) -> Samples:
                 samples.add(variant.name, stage, *measure_stage(bench, variant))
         log(f"run {index}/{bench.runs}: metrics on against off")
         samples.metrics_ratios += measure_metrics_cost(bench)
-        log(f"run {index}/{bench.runs}: {DATABASE_ROUTE.title}")
-        samples.database_route += measure_comparison(bench, DATABASE_ROUTE)
+        for comparison in COMPARISONS:
+            log(f"run {index}/{bench.runs}: {comparison.title}")
+            samples.comparisons[comparison.key] += measure_comparison(bench, comparison)
         log(f"run {index}/{bench.runs}: servers side by side")
         for pair, ratios in measure_servers(bench).items():
             samples.server_ratios[pair] += ratios
@@ -754,7 +760,9 @@ def results(bench: Bench, samples: Samples) -> dict[str, Any]:
         "figures": [report.figure_json(figure) for figure in FIGURES],
         "variants": {v.name: variant_results(bench, samples, v) for v in VARIANTS},
         "metrics_cost": report.metrics_cost(samples.metrics_ratios),
-        "database_route": report.comparison(DATABASE_ROUTE, samples.database_route),
+        "comparisons": {
+            c.key: report.comparison(c, samples.comparisons[c.key]) for c in COMPARISONS
+        },
         "server_ratios": {pair: summary(ratios) for pair, ratios in samples.server_ratios.items()},
     }
     return data | report.analysis(data)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,7 @@ VARIANTS = {
     "seed_knobs",
     "metrics_off",
     "raw_driver",
+    "raw_driver_in_app",
     "uv_docker_example",
     "full_stack_template",
     "uvicorn_workers",
@@ -32,6 +34,14 @@ VARIANTS = {
 }
 # Ours is compared, figure by figure, with the naive baseline and the two anchor recipes.
 COMPARED_TITLES = ("baseline", "uv-docker-example", "full-stack-fastapi-template")
+# Ours side by side with a reference: the database route against the raw driver in the
+# app (its target) and as a bare server (the floor), /health against each anchor.
+COMPARISONS = {
+    "database_route": "raw_driver_in_app",
+    "database_floor": "raw_driver",
+    "health_uv_docker_example": "uv_docker_example",
+    "health_full_stack_template": "full_stack_template",
+}
 # The databases the bench runs the database route on, each against its raw driver.
 DATABASES = ["postgresql", "mysql", "sqlite"]
 OUTPUTS = ("results.json", "results.md", "results.png")
@@ -72,6 +82,47 @@ def test_import_times_sum_self_time_by_top_level_package_over_processes() -> Non
     assert load_bench("measure").import_times(log) == {"sqlalchemy": 1.2, "fastapi": 0.4}
 
 
+def side_by_side_rounds(ratio: float) -> list[dict[str, dict[str, float]]]:
+    """One A B B A round in which ours served `ratio` times the reference's requests/s."""
+    side = {"rps": 1000.0, "p50_ms": 10.0, "p99_ms": 20.0, "errors": ""}
+    return [{"variant": {**side, "rps": 1000.0 * ratio}, "reference": side}]
+
+
+def test_health_ratio_targets_are_decided_side_by_side_not_by_separate_runs() -> None:
+    spec, report = load_bench("spec"), load_bench("report")
+    # Separate runs: every figure of every variant alike, so each ratio is 1.
+    data = {
+        "figures": [report.figure_json(figure) for figure in spec.FIGURES],
+        "variants": {
+            variant.name: {
+                "title": variant.title,
+                "figures": {figure.key: {"median": 1.0} for figure in spec.FIGURES},
+            }
+            for variant in spec.VARIANTS
+        },
+    }
+    above, below = spec.HEALTH_COMPARISONS
+    data["comparisons"] = {
+        above.key: report.comparison(above, side_by_side_rounds(above.rps_ratio_target + 0.05)),
+        below.key: report.comparison(below, side_by_side_rounds(below.rps_ratio_target - 0.05)),
+    }
+    analysis = report.analysis(data)
+
+    assert analysis["ratios"][spec.HEALTH_RPS.key][above.reference] == 1.0
+    verdict = analysis["verdicts"][spec.HEALTH_RPS.key]
+    assert (verdict[above.reference], verdict[below.reference]) == (True, False)
+
+
+@pytest.mark.parametrize("comparison", load_bench("spec").COMPARISONS, ids=lambda c: c.key)
+def test_a_comparison_judges_and_reports_only_the_targets_it_has(comparison: Any) -> None:
+    spec, report = load_bench("spec"), load_bench("report")
+    result = report.comparison(comparison, side_by_side_rounds(1.0))
+    targets = {"rps_ratio": comparison.rps_ratio_target, "tail": comparison.tail_target}
+    assert set(result["met"]) == {key for key, target in targets.items() if target is not None}
+    lines = report.comparison_lines(result, {v.name: v.title for v in spec.VARIANTS})
+    assert sum("(target " in line for line in lines) == len(result["met"])
+
+
 @pytest.fixture
 def engine() -> None:
     if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode:
@@ -106,15 +157,19 @@ def test_quick_run_reports_every_figure_of_every_variant(tmp_path: Path, databas
     assert data["meta"]["database"] == database
     assert data["variants"]["ours"]["figures"]["items_rps"]["median"] > 0
     assert data["variants"]["raw_driver"]["figures"]["items_rps"]["median"] > 0
-    comparison = data["database_route"]
-    (only_round,) = comparison["rounds"]
-    for side in ("variant", "reference"):
-        assert only_round[side]["rps"] > 0, side
-        assert only_round[side]["errors"] == "", side
-    assert comparison["rps_ratio"] > 0
+    assert data["variants"]["raw_driver_in_app"]["figures"]["items_rps"]["median"] > 0
+    assert {key: c["spec"]["reference"] for key, c in data["comparisons"].items()} == COMPARISONS
+    for key, comparison in data["comparisons"].items():
+        (only_round,) = comparison["rounds"]
+        for side in ("variant", "reference"):
+            assert only_round[side]["rps"] > 0, (key, side)
+            assert only_round[side]["errors"] == "", (key, side)
+        assert comparison["rps_ratio"] > 0, key
     markdown = (tmp_path / "results.md").read_text()
     assert "metrics on against off: a cost of" in markdown
     assert f"## The database route against the raw driver ({database})" in markdown
+    assert "## /health against the anchors, side by side" in markdown
+    assert all(c["spec"]["title"] in markdown for c in data["comparisons"].values())
     assert all(f"| {data['variants'][name]['title']} |" in markdown for name in VARIANTS)
     assert all(f"## Ours / {title}" in markdown for title in COMPARED_TITLES)
     assert all(f"| ours / {title} |" in markdown for title in COMPARED_TITLES)

@@ -1,116 +1,29 @@
-"""The raw-driver reference of the database route: `GET /api/items` written by hand on
-the database's own async driver (asyncpg, aiomysql or aiosqlite, as DATABASE_URL
-names it), with no framework, ORM or validation library.
+"""The bare-server reference of the database route: `GET /api/items` written by hand
+on the database's own async driver (raw_drivers.py) as a bare ASGI app, with no
+framework, ORM, middleware or validation library.
 
 The benchmark mounts it over the image's `app/main.py`, so the image's own server
-serves it as it serves the app. It runs the same two queries (a count, then one page)
-on a pool of POOL_SIZE connections and answers the same JSON shape; /health answers
-the benchmark's start-up probe. Nothing else: it is the floor the app is held to.
+serves it as it serves the app. It runs the same two queries and answers the same
+JSON shape; /health answers the benchmark's start-up probe. Nothing else: it is the
+floor of what the image's server can do, not a target for a framework's route.
 """
 
-import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
-COLUMNS = "id, name, description, created_at, updated_at"
-COUNT = "SELECT count(*) FROM items"
-POOL_SIZE = 10
+from raw_drivers import Page, pages
+
 HEADERS = [(b"content-type", b"application/json")]
 # The app's default database when DATABASE_URL is not set.
 SQLITE_URL = "sqlite+aiosqlite:///./data/app.db"
 # The server logs through the root logger, as it does under the app: the benchmark
 # waits for its start-up line.
 logging.basicConfig(level=logging.INFO, format="%(message)s")
-
-Rows = tuple[int, list[dict[str, Any]]]
-Page = Callable[[int, int], Awaitable[Rows]]
-
-
-async def postgresql(url: str) -> tuple[Page, Callable[[], Awaitable[None]]]:
-    import asyncpg
-
-    pool = await asyncpg.create_pool(
-        url.replace("+asyncpg", "", 1), min_size=POOL_SIZE, max_size=POOL_SIZE
-    )
-    page_sql = f"SELECT {COLUMNS} FROM items ORDER BY id LIMIT $1 OFFSET $2"
-
-    async def page(limit: int, offset: int) -> Rows:
-        async with pool.acquire() as connection:
-            total = await connection.fetchval(COUNT)
-            rows = await connection.fetch(page_sql, limit, offset)
-        return total, [dict(row) for row in rows]
-
-    return page, pool.close
-
-
-async def mysql(url: str) -> tuple[Page, Callable[[], Awaitable[None]]]:
-    import aiomysql
-
-    parts = urlsplit(url)
-    pool = await aiomysql.create_pool(
-        host=parts.hostname,
-        port=parts.port or 3306,
-        user=parts.username,
-        password=parts.password,
-        db=parts.path.lstrip("/"),
-        charset="utf8mb4",
-        autocommit=True,
-        minsize=POOL_SIZE,
-        maxsize=POOL_SIZE,
-    )
-    page_sql = f"SELECT {COLUMNS} FROM items ORDER BY id LIMIT %s OFFSET %s"
-
-    async def page(limit: int, offset: int) -> Rows:
-        async with pool.acquire() as connection, connection.cursor(aiomysql.DictCursor) as cursor:
-            await cursor.execute(COUNT)
-            (total,) = (await cursor.fetchone()).values()
-            await cursor.execute(page_sql, (limit, offset))
-            rows = await cursor.fetchall()
-        return total, list(rows)
-
-    async def close() -> None:
-        pool.close()
-        await pool.wait_closed()
-
-    return page, close
-
-
-async def sqlite(url: str) -> tuple[Page, Callable[[], Awaitable[None]]]:
-    import aiosqlite
-
-    path = url.split(":///", 1)[1]
-    connections: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
-    for _ in range(POOL_SIZE):
-        connection = await aiosqlite.connect(path)
-        connection.row_factory = aiosqlite.Row
-        connections.put_nowait(connection)
-    page_sql = f"SELECT {COLUMNS} FROM items ORDER BY id LIMIT ? OFFSET ?"
-
-    async def page(limit: int, offset: int) -> Rows:
-        connection = await connections.get()
-        try:
-            async with connection.execute(COUNT) as cursor:
-                (total,) = await cursor.fetchone()
-            async with connection.execute(page_sql, (limit, offset)) as cursor:
-                rows = [dict(row) for row in await cursor.fetchall()]
-        finally:
-            connections.put_nowait(connection)
-        return total, rows
-
-    async def close() -> None:
-        while not connections.empty():
-            await connections.get_nowait().close()
-
-    return page, close
-
-
-DRIVERS = {"postgresql": postgresql, "mysql": mysql, "sqlite": sqlite}
 
 
 def _default(value: object) -> str:
@@ -125,19 +38,9 @@ async def _respond(send: Callable[..., Awaitable[None]], status: int, body: obje
     await send({"type": "http.response.body", "body": payload})
 
 
-@asynccontextmanager
-async def _database() -> AsyncIterator[Page]:
-    url = os.environ.get("DATABASE_URL", SQLITE_URL)
-    page, close = await DRIVERS[url.split("+", 1)[0]](url)
-    try:
-        yield page
-    finally:
-        await close()
-
-
 async def _lifespan(receive: Callable[..., Awaitable[dict[str, Any]]], send: Any) -> None:
     assert (await receive())["type"] == "lifespan.startup"
-    async with _database() as page:
+    async with pages(os.environ.get("DATABASE_URL", SQLITE_URL)) as page:
         _pages.append(page)
         await send({"type": "lifespan.startup.complete"})
         assert (await receive())["type"] == "lifespan.shutdown"
