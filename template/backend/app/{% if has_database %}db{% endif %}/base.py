@@ -4,7 +4,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Dialect, MetaData
-from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -30,8 +29,11 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name in {"mysql", "mariadb"}:
+            # Loaded already by MariaDB's dialect; the other databases skip its import.
+            from sqlalchemy.dialects.mysql import DATETIME
+
             # A plain DATETIME there drops the fractional seconds.
-            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+            return dialect.type_descriptor(DATETIME(fsp=6))
         return super().load_dialect_impl(dialect)
 
     def process_bind_param(
