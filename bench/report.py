@@ -17,8 +17,9 @@ from spec import (
     METRICS_COST_LOAD_S,
     METRICS_COST_TARGET,
     OURS,
+    SERVER_COMPARISONS,
     SERVER_FIGURES,
-    SERVER_PAIR_ROUTES,
+    SERVER_ROUTES,
     SERVERS_COMPARED,
     Comparison,
     Figure,
@@ -204,6 +205,15 @@ def comparison_lines(result: dict[str, Any], titles: dict[str, str]) -> list[str
     ]
 
 
+def comparison_section(data: dict[str, Any], specs: tuple[Comparison, ...]) -> list[str]:
+    """The lines of each of these comparisons, in turn."""
+    return [
+        line
+        for spec in specs
+        for line in comparison_lines(data["comparisons"][spec.key], titles(data))
+    ]
+
+
 def titles(data: dict[str, Any]) -> dict[str, str]:
     return {name: variant["title"] for name, variant in data["variants"].items()}
 
@@ -268,14 +278,16 @@ def server_table(data: dict[str, Any]) -> list[str]:
         f = figures[key]
         cells = [cell(v["figures"][key], f["unit"]) for v in variants]
         lines.append(f"| {f['label']} ({f['unit']}) | " + " | ".join(cells) + " |")
-    for route in SERVER_PAIR_ROUTES:
-        cells = ["1"] + [
-            f"{1 / data['server_ratios'][f'{name} {route}']['median']:.2f}"
-            for name in SERVERS_COMPARED[1:]
-        ]
+    side_by_side = {
+        (spec.reference, spec.route): data["comparisons"][spec.key] for spec in SERVER_COMPARISONS
+    }
+    for route in SERVER_ROUTES:
+        results = [side_by_side[name, route] for name in SERVERS_COMPARED[1:]]
+        cells = ["1", *(f"{1 / result['rps_ratio']:.2f}" for result in results)]
         lines.append(
-            f"| {route} requests/s side by side, relative to ours (median of A B B A "
-            f"rounds, {METRICS_COST_LOAD_S} s each) | " + " | ".join(cells) + " |"
+            f"| {route} requests/s side by side, relative to ours (median of "
+            f"{len(results[0]['rounds'])} round(s) of A B B A, {results[0]['spec']['load_s']:g} "
+            "s each) | " + " | ".join(cells) + " |"
         )
     return lines
 
@@ -305,18 +317,10 @@ def markdown(data: dict[str, Any]) -> str:
         "the targets hold ours to; and a bare ASGI app with no framework, the floor, given "
         "as figures only.",
         "",
-        *(
-            line
-            for spec in DATABASE_COMPARISONS
-            for line in comparison_lines(data["comparisons"][spec.key], titles(data))
-        ),
+        *comparison_section(data, DATABASE_COMPARISONS),
         "## /health against the anchors, side by side",
         "",
-        *(
-            line
-            for spec in HEALTH_COMPARISONS
-            for line in comparison_lines(data["comparisons"][spec.key], titles(data))
-        ),
+        *comparison_section(data, HEALTH_COMPARISONS),
         "## All figures",
         "",
         "| " + " | ".join(header) + " |",
@@ -329,6 +333,7 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         *server_table(data),
         "",
+        *comparison_section(data, SERVER_COMPARISONS),
         "## Top importers",
         "",
         "Milliseconds each package takes to import (`-X importtime`, self time summed over "

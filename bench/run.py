@@ -9,9 +9,9 @@ base image, `docker run` to first 200, idle memory, and requests/s with p50/p99 
 The database-backed read is also measured side by side, A B B A, against two references
 written by hand on the database's own driver (bench/reference/: asyncpg, aiomysql or
 aiosqlite): the route inside our app (its target) and a bare ASGI app (the floor), both
-served by our image's server; /health likewise against each anchor recipe. The report
-gives ours / reference. --database picks the generated project's database: postgresql
-(default), mysql (MariaDB) or sqlite.
+served by our image's server; /health likewise against each anchor recipe, and both
+routes against each other server. The report gives ours / reference. --database picks
+the generated project's database: postgresql (default), mysql (MariaDB) or sqlite.
 
 Variants: the defaults (hardening on), hardening off, a naive one-stage baseline of the
 same app and base image (bench/baseline/Dockerfile), our image run with the seed
@@ -68,10 +68,6 @@ from spec import (
     OURS,
     REFERENCE,
     REPO,
-    SERVER_LOAD_S,
-    SERVER_PAIR_ROUTES,
-    SERVER_ROUNDS,
-    SERVERS_COMPARED,
     VARIANTS,
     Comparison,
     Database,
@@ -609,18 +605,6 @@ def measure_comparison(bench: Bench, comparison: Comparison) -> list[dict[str, A
     ]
 
 
-def measure_servers(bench: Bench) -> dict[str, list[float]]:
-    """Requests/s of ours over each other server's, by route, one ratio per round."""
-    ratios = {}
-    for other in SERVERS_COMPARED[1:]:
-        for route in SERVER_PAIR_ROUTES:
-            rounds = side_by_side(
-                bench, (OURS, other), ROUTES[route], rounds=SERVER_ROUNDS, load_s=SERVER_LOAD_S
-            )
-            ratios[f"{other} {route}"] = [total_rps(a) / total_rps(b) for a, b in rounds]
-    return ratios
-
-
 def measure_run(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
     migrate(bench, variant)
     figures: Figures = measure_start(bench, variant)
@@ -655,8 +639,6 @@ class Samples:
     metrics_ratios: list[float] = field(default_factory=list)
     # Ours against a reference side by side, by comparison, one record per round.
     comparisons: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
-    # Requests/s of ours over another server's, by server and route, as above.
-    server_ratios: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, variant: str, stage: Stage, figures: Figures, details: Details) -> None:
         for key, value in figures.items():
@@ -677,9 +659,6 @@ def measure_all(bench: Bench) -> Samples:
         for comparison in COMPARISONS:
             log(f"run {index}/{bench.runs}: {comparison.title}")
             samples.comparisons[comparison.key] += measure_comparison(bench, comparison)
-        log(f"run {index}/{bench.runs}: servers side by side")
-        for pair, ratios in measure_servers(bench).items():
-            samples.server_ratios[pair] += ratios
     return samples
 
 
@@ -763,7 +742,6 @@ def results(bench: Bench, samples: Samples) -> dict[str, Any]:
         "comparisons": {
             c.key: report.comparison(c, samples.comparisons[c.key]) for c in COMPARISONS
         },
-        "server_ratios": {pair: summary(ratios) for pair, ratios in samples.server_ratios.items()},
     }
     return data | report.analysis(data)
 

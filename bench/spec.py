@@ -219,10 +219,6 @@ SERVER_FIGURES = (
     "drain_answered",
     "worker_replaced_s",
 )
-# And ours against each other server side by side, as the metrics cost is measured.
-SERVER_PAIR_ROUTES = ("health", "items")
-SERVER_ROUNDS = 2  # of A B B A, per run and route
-SERVER_LOAD_S = 3
 # What the Prometheus middleware costs: /health requests/s of ours against metrics off.
 # Both run side by side and take the load in turn (A B B A), a few seconds each, so a
 # change in the machine's other load hits both alike; the variants' own figures, a
@@ -447,6 +443,8 @@ def _title(name: str) -> str:
     return next(variant.title for variant in VARIANTS if variant.name == name)
 
 
+# How a comparison's title names its route.
+ROUTE_TITLES = {"health": "/health", "items": "GET /api/items?limit=10"}
 RAW_IN_APP = "raw_driver_in_app"
 RAW_BARE = "raw_driver"
 # The database route against the raw driver: in the app (the target, as the issue
@@ -454,7 +452,7 @@ RAW_BARE = "raw_driver"
 DATABASE_COMPARISONS = (
     Comparison(
         key="database_route",
-        title=f"GET /api/items?limit=10: ours against {_title(RAW_IN_APP)}",
+        title=f"{ROUTE_TITLES['items']}: ours against {_title(RAW_IN_APP)}",
         reference=RAW_IN_APP,
         route="items",
         rounds=4,
@@ -463,7 +461,7 @@ DATABASE_COMPARISONS = (
     ),
     Comparison(
         key="database_floor",
-        title=f"GET /api/items?limit=10: ours against {_title(RAW_BARE)}, the floor",
+        title=f"{ROUTE_TITLES['items']}: ours against {_title(RAW_BARE)}, the floor",
         reference=RAW_BARE,
         route="items",
     ),
@@ -473,7 +471,7 @@ HEALTH_RPS = next(figure for figure in FIGURES if figure.key == "health_rps")
 HEALTH_COMPARISONS = tuple(
     Comparison(
         key=f"health_{anchor}",
-        title=f"/health: ours against {_title(anchor)}",
+        title=f"{ROUTE_TITLES['health']}: ours against {_title(anchor)}",
         reference=anchor,
         route="health",
         rps_ratio_target=limit,
@@ -481,4 +479,17 @@ HEALTH_COMPARISONS = tuple(
     )
     for anchor, limit in HEALTH_RPS.ratio_targets.items()
 )
-COMPARISONS = DATABASE_COMPARISONS + HEALTH_COMPARISONS
+# Ours against each other server on each route, side by side: figures only, which the
+# servers' table gives relative to ours.
+SERVER_ROUTES = ("health", "items")
+SERVER_COMPARISONS = tuple(
+    Comparison(
+        key=f"server_{server}_{route}",
+        title=f"{ROUTE_TITLES[route]}: ours against {_title(server)}",
+        reference=server,
+        route=route,
+    )
+    for server in SERVERS_COMPARED[1:]
+    for route in SERVER_ROUTES
+)
+COMPARISONS = DATABASE_COMPARISONS + HEALTH_COMPARISONS + SERVER_COMPARISONS

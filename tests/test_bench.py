@@ -35,13 +35,16 @@ VARIANTS = {
 # Ours is compared, figure by figure, with the naive baseline and the two anchor recipes.
 COMPARED_TITLES = ("baseline", "uv-docker-example", "full-stack-fastapi-template")
 # Ours side by side with a reference: the database route against the raw driver in the
-# app (its target) and as a bare server (the floor), /health against each anchor.
+# app (its target) and as a bare server (the floor), /health against each anchor, and
+# both routes against each other server.
+SERVERS = ("uvicorn_workers", "granian")
+SERVER_ROUTES = ("health", "items")
 COMPARISONS = {
     "database_route": "raw_driver_in_app",
     "database_floor": "raw_driver",
     "health_uv_docker_example": "uv_docker_example",
     "health_full_stack_template": "full_stack_template",
-}
+} | {f"server_{server}_{route}": server for server in SERVERS for route in SERVER_ROUTES}
 # The databases the bench runs the database route on, each against its raw driver.
 DATABASES = ["postgresql", "mysql", "sqlite"]
 OUTPUTS = ("results.json", "results.md", "results.png")
@@ -88,19 +91,37 @@ def side_by_side_rounds(ratio: float) -> list[dict[str, dict[str, float]]]:
     return [{"variant": {**side, "rps": 1000.0 * ratio}, "reference": side}]
 
 
-def test_health_ratio_targets_are_decided_side_by_side_not_by_separate_runs() -> None:
+def separate_runs() -> dict[str, Any]:
+    """Results in which every figure of every variant is alike, so each ratio is 1."""
     spec, report = load_bench("spec"), load_bench("report")
-    # Separate runs: every figure of every variant alike, so each ratio is 1.
-    data = {
+    alike = {"median": 1.0, "min": 1.0, "max": 1.0}
+    return {
         "figures": [report.figure_json(figure) for figure in spec.FIGURES],
         "variants": {
             variant.name: {
                 "title": variant.title,
-                "figures": {figure.key: {"median": 1.0} for figure in spec.FIGURES},
+                "figures": {figure.key: alike for figure in spec.FIGURES},
             }
             for variant in spec.VARIANTS
         },
     }
+
+
+def side_by_side_rows(markdown_lines: list[str]) -> dict[str, list[str]]:
+    """The cells of the servers' side-by-side rows, by route."""
+    return {
+        route: next(
+            line.strip("| ").split(" | ")[1:]
+            for line in markdown_lines
+            if line.startswith(f"| {route} requests/s side by side, relative to ours")
+        )
+        for route in SERVER_ROUTES
+    }
+
+
+def test_health_ratio_targets_are_decided_side_by_side_not_by_separate_runs() -> None:
+    spec, report = load_bench("spec"), load_bench("report")
+    data = separate_runs()
     above, below = spec.HEALTH_COMPARISONS
     data["comparisons"] = {
         above.key: report.comparison(above, side_by_side_rounds(above.rps_ratio_target + 0.05)),
@@ -111,6 +132,29 @@ def test_health_ratio_targets_are_decided_side_by_side_not_by_separate_runs() ->
     assert analysis["ratios"][spec.HEALTH_RPS.key][above.reference] == 1.0
     verdict = analysis["verdicts"][spec.HEALTH_RPS.key]
     assert (verdict[above.reference], verdict[below.reference]) == (True, False)
+
+
+def test_servers_table_gives_each_server_side_by_side_relative_to_ours() -> None:
+    spec, report = load_bench("spec"), load_bench("report")
+    data = separate_runs()
+    # Their requests/s over ours, distinct for every server and route.
+    relative = {
+        ("uvicorn_workers", "health"): 0.5,
+        ("uvicorn_workers", "items"): 1.25,
+        ("granian", "health"): 2.0,
+        ("granian", "items"): 4.0,
+    }
+    data["comparisons"] = {
+        comparison.key: report.comparison(
+            comparison, side_by_side_rounds(1 / relative[comparison.reference, comparison.route])
+        )
+        for comparison in spec.SERVER_COMPARISONS
+    }
+
+    rows = side_by_side_rows(report.server_table(data))
+
+    for route, cells in rows.items():
+        assert cells == ["1", *(f"{relative[server, route]:.2f}" for server in SERVERS)], route
 
 
 @pytest.mark.parametrize("comparison", load_bench("spec").COMPARISONS, ids=lambda c: c.key)
@@ -174,9 +218,9 @@ def test_quick_run_reports_every_figure_of_every_variant(tmp_path: Path, databas
     assert all(f"## Ours / {title}" in markdown for title in COMPARED_TITLES)
     assert all(f"| ours / {title} |" in markdown for title in COMPARED_TITLES)
     assert "## Servers" in markdown
-    assert data["server_ratios"]
-    assert all(len(pair["samples"]) == 1 for pair in data["server_ratios"].values())
-    assert "requests/s side by side, relative to ours" in markdown
+    for route, cells in side_by_side_rows(markdown.splitlines()).items():
+        measured = [data["comparisons"][f"server_{server}_{route}"] for server in SERVERS]
+        assert cells == ["1", *(f"{1 / c['rps_ratio']:.2f}" for c in measured)], route
     for variant in data["variants"].values():
         (run,) = variant["details"]["run"]
         assert run["top_imports_ms"], variant["title"]
