@@ -21,11 +21,12 @@ from conftest import ANSWER_MATRIX, COMPUTED, default, matrix_id
 pytestmark = pytest.mark.parametrize("answers", ANSWER_MATRIX, ids=matrix_id)
 
 BIN = Path(sys.executable).parent
-# GitHub Actions expressions (`${{ ... }}`), Grafana's legends (`"{{label}}"`) and the Go
-# templates of docker's `--format '{{.Field}}'` are the only `{{` a rendering may hold; a
-# lone `}}` is ordinary Python (nested dicts), so only openers and statement tags count.
+# GitHub Actions expressions (`${{ ... }}`), Grafana's legends (`"{{label}}"`, or several
+# labels with spaces between) and the Go templates of docker's `--format '{{.Field}}'` are
+# the only `{{` a rendering may hold; a lone `}}` is ordinary Python (nested dicts), so
+# only openers and statement tags count.
 NOT_JINJA = re.compile(
-    r"\$\{\{.*?\}\}|\"legendFormat\": \"\{\{\w+\}\}\"|--format '\{\{\.[\w.]+\}\}'"
+    r"\$\{\{.*?\}\}|\"legendFormat\": \"\{\{\w+\}\}( \{\{\w+\}\})*\"|--format '\{\{\.[\w.]+\}\}'"
 )
 JINJA_LEFTOVER = re.compile(r"\{\{|\{%|%\}")
 COMPOSE_FILES = [

@@ -27,6 +27,7 @@ from docker_support import (
     wait_healthy,
 )
 from test_k8s import build, compose_production, environment_names
+from test_observability import METRICS_PORT, dashboard, query_series
 
 from conftest import DATABASES, HARDENING, Renderer, run
 
@@ -44,6 +45,16 @@ HEARTBEAT = ["python", "-m", "app.jobs.heartbeat"]
 # What the worker's shutdown waits for by default: JOB_TIMEOUT + JOB_RETRY_MAX_DELAY + 2.
 DEFAULT_SHUTDOWN_WAIT = 30 + 10 + 2
 HARDENING_KEYS = ["read_only", "tmpfs", "cap_drop", "security_opt", "init", "user"]
+# The worker's series, as the generated README lists them (samples of the histogram:
+# its buckets, count and sum).
+JOB_SERIES = {
+    "jobs_started_total",
+    "jobs_finished_total",
+    "job_duration_seconds_bucket",
+    "job_duration_seconds_count",
+    "job_duration_seconds_sum",
+    "jobs_in_flight",
+}
 
 
 def seconds(duration: str) -> int:
@@ -127,6 +138,78 @@ def test_kubernetes_worker_runs_like_compose_with_the_server_security(
     assert 6379 in ports
 
 
+@by_queue_answers
+def test_compose_exposes_the_workers_metrics_port_to_the_stack_and_never_publishes_it(
+    render: Renderer, chosen: dict[str, Any]
+) -> None:
+    project = render(**chosen)
+    base = yaml.safe_load((project / "docker-compose.yml").read_text())["services"]
+    assert base["worker"]["expose"] == [str(METRICS_PORT)]
+    for name in (
+        "docker-compose.yml",
+        "docker-compose.override.yml",
+        "docker-compose.production.yml",
+    ):
+        worker = yaml.safe_load((project / name).read_text())["services"]["worker"]
+        assert "ports" not in worker, name
+
+
+@by_queue_answers
+def test_swarm_labels_the_worker_tasks_for_prometheus_as_the_backends(
+    render: Renderer, chosen: dict[str, Any]
+) -> None:
+    services = yaml.safe_load((render(**chosen) / "deploy/swarm/stack.yml").read_text())["services"]
+    worker = services["worker"]
+    assert worker["deploy"]["labels"] == services["backend"]["deploy"]["labels"]
+    assert worker["deploy"]["labels"]["prometheus.io/port"] == str(METRICS_PORT)
+    assert "ports" not in worker
+
+
+@by_queue_answers
+def test_kubernetes_scrapes_the_worker_pods_through_the_policy_of_the_app_metrics(
+    render: Renderer, chosen: dict[str, Any]
+) -> None:
+    resources = build(render(**chosen), "production")
+    (worker,) = [
+        r
+        for r in resources
+        if r["kind"] == "Deployment" and r["metadata"]["name"].endswith("-worker")
+    ]
+    pod = worker["spec"]["template"]
+    assert pod["spec"]["containers"][0]["ports"] == [
+        {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}
+    ]
+    services = [r for r in resources if r["kind"] == "Service"]
+    (listing,) = [
+        s for s in services if s["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    ]
+    (app,) = [s for s in services if s is not listing]
+    assert listing["metadata"]["annotations"] == app["metadata"]["annotations"]
+    assert listing["spec"]["clusterIP"] == "None"
+    assert listing["spec"]["ports"] == [
+        {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    # The policy that admits the scraper to the app's metrics port covers the worker pods.
+    (policy,) = [r for r in resources if r["kind"] == "NetworkPolicy"]
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    assert selected.items() <= pod["metadata"]["labels"].items()
+    assert any(
+        {"port": METRICS_PORT, "protocol": "TCP"} in rule["ports"] and "from" in rule
+        for rule in policy["spec"]["ingress"]
+    )
+
+
+@by_queue_answers
+def test_dashboard_shows_the_worker_series(render: Renderer, chosen: dict[str, Any]) -> None:
+    board = dashboard(render(**chosen))
+    titles = {panel["title"] for panel in board["panels"]}
+    assert {"Jobs by outcome", "Job duration p95", "Jobs in flight"} <= titles
+    assert len({panel["id"] for panel in board["panels"]}) == len(board["panels"])
+    queried = query_series(board)
+    assert {"jobs_finished_total", "job_duration_seconds_bucket", "jobs_in_flight"} <= queried
+    assert queried - query_series(dashboard(render(database=chosen["database"]))) <= JOB_SERIES
+
+
 # --- The production stack, run by Docker ---------------------------------------------------
 
 
@@ -176,6 +259,34 @@ def test_a_job_enqueued_through_the_api_completes(queue_stack: Stack) -> None:
         "result": 5,
         "error": None,
     }
+
+
+# Run in the backend container: the worker's /metrics over the stack's network, as a
+# Prometheus there scrapes it.
+SCRAPE = """
+import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())
+"""
+
+
+def scrape_worker(stack: Stack) -> dict[str, float]:
+    """The worker's samples by name and labels, as the exposition writes them
+    (`jobs_in_flight{task="count_words"}`)."""
+    url = f"http://worker:{METRICS_PORT}/metrics"
+    exposition = stack.compose("exec", "-T", "backend", "python", "-c", SCRAPE, url).stdout
+    samples = (line.rsplit(" ", 1) for line in exposition.splitlines() if line[:1] not in "#")
+    return {sample: float(value) for sample, value in samples}
+
+
+@pytest.mark.docker
+def test_the_worker_serves_its_job_series_to_the_stacks_network(queue_stack: Stack) -> None:
+    success = 'jobs_finished_total{outcome="success",task="count_words"}'
+    before = scrape_worker(queue_stack).get(success, 0)
+    job_id = enqueue(queue_stack, "counted by the worker")
+    assert finished(queue_stack, job_id)["status"] == "succeeded"
+    after = scrape_worker(queue_stack)
+    assert after[success] - before == 1
+    assert {sample.split("{")[0] for sample in after} >= JOB_SERIES
 
 
 @pytest.mark.docker

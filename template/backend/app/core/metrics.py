@@ -18,6 +18,7 @@ import os
 from bisect import bisect_left
 from math import inf
 from time import perf_counter
+from wsgiref.simple_server import WSGIServer
 
 from fastapi.routing import iter_route_contexts
 from prometheus_client import (
@@ -27,6 +28,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     make_asgi_app,
+    start_http_server,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -152,6 +154,26 @@ def exposition_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return registry
+
+
+class MetricsServer:
+    """/metrics on `port`, answered from a thread of its own: for a process without an
+    HTTP server to add it to (the job worker), so a scrape never waits on its loop."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.httpd: WSGIServer | None = None
+
+    def start(self) -> None:
+        # Once per process, however many times its owner starts up.
+        if self.httpd is None:
+            self.httpd, _ = start_http_server(self.port, registry=exposition_registry())
+
+    def stop(self) -> None:
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:

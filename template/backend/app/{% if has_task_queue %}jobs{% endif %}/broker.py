@@ -13,7 +13,7 @@ from typing import Any
 
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from taskiq import SmartRetryMiddleware, TaskiqEvents, TaskiqState
+from taskiq import SmartRetryMiddleware, TaskiqEvents, TaskiqMiddleware, TaskiqState
 from taskiq.kicker import AsyncKicker
 from taskiq.message import TaskiqMessage
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
@@ -21,6 +21,7 @@ from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
 from app.jobs.heartbeat import beat
+from app.jobs.metrics import JobMetricsMiddleware
 
 QUEUE = "jobs"
 
@@ -61,6 +62,13 @@ def reconnecting() -> Retry:
     return Retry(ExponentialBackoff(cap=1, base=0.1), 3)
 
 
+def middlewares(settings: Settings) -> list[TaskiqMiddleware]:
+    chosen: list[TaskiqMiddleware] = [BackoffRetryMiddleware(settings)]
+    if settings.METRICS_ENABLED:
+        chosen.append(JobMetricsMiddleware(settings.METRICS_PORT))
+    return chosen
+
+
 def create_broker(settings: Settings) -> RedisStreamBroker:
     # A delivery unacknowledged this long belongs to a worker that died: another
     # worker claims it. Longer than any attempt with its backoff, so a job that is
@@ -87,7 +95,7 @@ def create_broker(settings: Settings) -> RedisStreamBroker:
                 retry=reconnecting(),
             )
         )
-        .with_middlewares(BackoffRetryMiddleware(settings))
+        .with_middlewares(*middlewares(settings))
     )
 
 

@@ -1,0 +1,74 @@
+"""Prometheus metrics of the jobs, kept by the worker and served on its METRICS_PORT.
+
+One worker process per container, so the process's own registry is the whole story:
+no multiprocess files as under gunicorn.
+"""
+
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
+from taskiq.exceptions import NoResultError
+
+from app.core.metrics import BUCKETS, REGISTRY, MetricsServer
+
+# Jobs run longer than requests: up to JOB_TIMEOUT (30 s by default) and beyond.
+DURATION_BUCKETS = (*BUCKETS, 30, 60, 120, 300)
+
+STARTED = Counter(
+    "jobs_started", "Job attempts started, by task", ("task",), registry=REGISTRY
+)
+FINISHED = Counter(
+    "jobs_finished",
+    "Job attempts finished, by task and outcome: success, retried (failed or timed "
+    "out, and queued again), failure or timed_out (the last attempt's)",
+    ("task", "outcome"),
+    registry=REGISTRY,
+)
+DURATION = Histogram(
+    "job_duration_seconds",
+    "Time a job attempt ran, by task",
+    ("task",),
+    buckets=DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+IN_FLIGHT = Gauge(
+    "jobs_in_flight", "Jobs running, by task", ("task",), registry=REGISTRY
+)
+
+
+def outcome(result: TaskiqResult[Any]) -> str:
+    if not result.is_err:
+        return "success"
+    # The retry middleware replaces the error of an attempt it queued again.
+    if isinstance(result.error, NoResultError):
+        return "retried"
+    if isinstance(result.error, TimeoutError):
+        return "timed_out"
+    return "failure"
+
+
+class JobMetricsMiddleware(TaskiqMiddleware):
+    """Counts and times each job attempt by task and outcome, and serves /metrics on
+    `port` in the worker process (not where jobs are only enqueued)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self.server = MetricsServer(port)
+
+    def startup(self) -> None:
+        if self.broker.is_worker_process:
+            self.server.start()
+
+    def shutdown(self) -> None:
+        self.server.stop()
+
+    def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
+        STARTED.labels(message.task_name).inc()
+        IN_FLIGHT.labels(message.task_name).inc()
+        return message
+
+    def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        IN_FLIGHT.labels(message.task_name).dec()
+        FINISHED.labels(message.task_name, outcome(result)).inc()
+        DURATION.labels(message.task_name).observe(result.execution_time)
