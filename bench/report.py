@@ -14,15 +14,16 @@ from spec import (
     COMPARED,
     DATABASE_COMPARISONS,
     HEALTH_COMPARISONS,
-    METRICS_COST_LOAD_S,
-    METRICS_COST_TARGET,
+    METRICS_COMPARISON,
     OURS,
     SERVER_COMPARISONS,
     SERVER_FIGURES,
     SERVER_ROUTES,
     SERVERS_COMPARED,
+    START_COMPARISONS,
     Comparison,
     Figure,
+    StartComparison,
 )
 
 
@@ -45,12 +46,17 @@ def meets(value: float | None, limit: float, higher_is_better: bool) -> bool:
     return value >= limit if higher_is_better else value <= limit
 
 
-def judged_side_by_side(data: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    """The comparisons that decide a figure's ratio target, by figure and reference."""
-    return {
-        (result["spec"]["figure"], result["spec"]["reference"]): result
+def judged_side_by_side(data: dict[str, Any]) -> dict[tuple[str, str], float]:
+    """The ratios measured side by side that decide a figure's ratio target, by figure
+    and reference: of requests/s under load, and of seconds to start."""
+    loads = {
+        (result["spec"]["figure"], result["spec"]["reference"]): result["rps_ratio"]
         for result in data["comparisons"].values()
         if result["spec"]["figure"] is not None
+    }
+    return loads | {
+        (result["spec"]["figure"], result["spec"]["reference"]): result["ratio"]
+        for result in data["start_comparisons"].values()
     }
 
 
@@ -68,19 +74,11 @@ def analysis(data: dict[str, Any]) -> dict[str, Any]:
             ours = median(data, OURS, f["key"])
             verdict["target"] = meets(ours, f["target"], f["higher_is_better"])
         for name, limit in f["ratio_targets"].items():
-            side_by_side = judged.get((f["key"], name))
-            value = ratios[f["key"]][name] if side_by_side is None else side_by_side["rps_ratio"]
+            value = judged.get((f["key"], name), ratios[f["key"]][name])
             verdict[name] = meets(value, limit, f["higher_is_better"])
         if verdict:
             verdicts[f["key"]] = verdict
     return {"ratios": ratios, "verdicts": verdicts}
-
-
-def metrics_cost(ratios: list[float]) -> dict[str, Any]:
-    """The share of throughput the metrics take: 1 - the median of the rounds' ratios."""
-    cost = 1 - statistics.median(ratios)
-    return {"ratios": ratios, "cost": cost, "target": METRICS_COST_TARGET,
-            "met": cost <= METRICS_COST_TARGET}  # fmt: skip
 
 
 def comparison(spec: Comparison, rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -109,6 +107,18 @@ def comparison(spec: Comparison, rounds: list[dict[str, Any]]) -> dict[str, Any]
         "rps_ratio": rps_ratio,
         "tail": tail,
         "met": met,
+    }
+
+
+def start_comparison(spec: StartComparison, rounds: list[dict[str, float]]) -> dict[str, Any]:
+    """Medians over the rounds: each side's seconds to its first 200, and their ratio
+    (the median of the rounds' ratios)."""
+    return {
+        "spec": asdict(spec),
+        "rounds": rounds,
+        "variant": statistics.median(r["variant"] for r in rounds),
+        "reference": statistics.median(r["reference"] for r in rounds),
+        "ratio": statistics.median(r["variant"] / r["reference"] for r in rounds),
     }
 
 
@@ -160,17 +170,6 @@ def ratio_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-def cost_text(cost: dict[str, Any]) -> str:
-    rounds = ", ".join(f"{ratio:.3f}" for ratio in cost["ratios"])
-    verdict = "met" if cost["met"] else "**missed**"
-    return (
-        f"/health requests/s, metrics on against off: a cost of **{cost['cost']:.1%}** "
-        f"(1 - the median ratio of {len(cost['ratios'])} rounds of A B B A, "
-        f"{METRICS_COST_LOAD_S} s of load each, both containers side by side: {rounds}); "
-        f"target ≤ {cost['target']:.0%}: {verdict}"
-    )
-
-
 def comparison_target(result: dict[str, Any], key: str, text: str) -> str:
     """` (target ...: met)`, `text` formatting the target, or nothing for a comparison
     that gives figures only."""
@@ -203,6 +202,23 @@ def comparison_lines(result: dict[str, Any], titles: dict[str, str]) -> list[str
         f"- ours p99 / p50: **{result['tail']:.1f}**" + comparison_target(result, "tail", "≤ {:g}"),
         "",
     ]
+
+
+def start_lines(data: dict[str, Any]) -> list[str]:
+    """Each start-up comparison: both sides' seconds and the ratio against its target."""
+    names, figures = titles(data), {f["key"]: f for f in data["figures"]}
+    lines = []
+    for spec in START_COMPARISONS:
+        result = data["start_comparisons"][spec.key]
+        limit = figures[spec.figure]["ratio_targets"][spec.reference]
+        verdict = "met" if meets(result["ratio"], limit, higher_is_better=False) else "**missed**"
+        lines.append(
+            f"- {spec.title}, {len(result['rounds'])} round(s) of A B B A (medians over the "
+            f"rounds): ours {result['variant']:.2f} s, {names[spec.reference]} "
+            f"{result['reference']:.2f} s; ours / {names[spec.reference]}: "
+            f"**{result['ratio']:.2f}x** (target ≤ {limit:g}x: {verdict})"
+        )
+    return [*lines, ""]
 
 
 def comparison_section(data: dict[str, Any], specs: tuple[Comparison, ...]) -> list[str]:
@@ -245,8 +261,8 @@ def headline(data: dict[str, Any], against: str) -> list[str]:
             continue
         limit = f["ratio_targets"].get(against)
         target = "" if limit is None else f" (target {bound(f)} {limit:g}x)"
-        if side_by_side := judged.get((f["key"], against)):
-            ratios = f"{ratio_text(value)} in separate runs, **{side_by_side['rps_ratio']:.2f}x**"
+        if (side_by_side := judged.get((f["key"], against))) is not None:
+            ratios = f"{ratio_text(value)} in separate runs, **{side_by_side:.2f}x**"
             lines.append(f"- {f['label']}: {ratios} side by side{target}")
         else:
             lines.append(f"- {f['label']}: **{ratio_text(value)}**{target}")
@@ -307,8 +323,11 @@ def markdown(data: dict[str, Any]) -> str:
         *(line for name in COMPARED for line in headline(data, name)),
         "## What metrics cost",
         "",
-        f"- {cost_text(data['metrics_cost'])}",
+        "The share of `/health`'s requests/s that the Prometheus middleware takes: 1 - the "
+        "ratio below, "
+        f"**{1 - data['comparisons'][METRICS_COMPARISON.key]['rps_ratio']:.1%}**.",
         "",
+        *comparison_section(data, (METRICS_COMPARISON,)),
         f"## The database route against the raw driver ({meta['database']})",
         "",
         "Two references run the same two queries on the database's own driver and answer the "
@@ -321,6 +340,12 @@ def markdown(data: dict[str, Any]) -> str:
         "## /health against the anchors, side by side",
         "",
         *comparison_section(data, HEALTH_COMPARISONS),
+        "## Start-up against the anchors, side by side",
+        "",
+        "Each start is a new container with the project's default number of workers, "
+        "from `docker run` to the first 200 on /health; the two variants start in turn.",
+        "",
+        *start_lines(data),
         "## All figures",
         "",
         "| " + " | ".join(header) + " |",

@@ -61,18 +61,19 @@ from spec import (
     DATABASES,
     DEFAULT_DATABASE,
     FIGURES,
-    METRICS_COST_LOAD_S,
-    METRICS_COST_ROUNDS,
-    METRICS_COST_ROUTE,
-    METRICS_OFF,
     OURS,
     REFERENCE,
     REPO,
+    ROUTES,
+    SEED_ROWS,
+    START_COMPARISONS,
     VARIANTS,
     Comparison,
     Database,
     Stage,
+    StartComparison,
     Variant,
+    variant_named,
 )
 
 CONNECTIONS = 64
@@ -81,9 +82,7 @@ APP_CPU = 1  # the server's core: per-worker figures come from one worker on one
 LOAD_CPU = 0  # wrk and the database share the other core
 WARMUP_S = 1  # before each measured load: opens the database pool, fills caches
 IDLE_SETTLE_S = 1.0  # after start-up, before idle memory is read
-SEED_ROWS = 10
 SEEDED = (201, 409)  # 409: seeded by an earlier run
-ROUTES = {"health": "/health", "items": f"/api/items?limit={SEED_ROWS}"}
 MANY_WORKERS = 4  # idle PSS per worker is also read with this many
 TOP_IMPORTS = 10  # packages listed by their import time
 # Drain: the server reads a request's head, then gets SIGTERM while its body is due.
@@ -404,15 +403,32 @@ def idle_workers(
     return procs, found
 
 
+def start(bench: Bench, variant: Variant, purpose: str) -> tuple[str, float]:
+    """A container of the variant with the project's default number of workers: its
+    name, and the seconds from `docker run` to its first 200 on /health."""
+    port = measure.free_port()
+    since = time.perf_counter()
+    name = app_container(
+        bench,
+        variant,
+        purpose,
+        "-p",
+        f"127.0.0.1:{port}:{PORT}",
+        workers=int(bench.answers["workers"]),
+    )
+    try:
+        return name, measure.wait_for_200("127.0.0.1", port, "/health", since=since, name=name)
+    except BaseException:
+        bench.resources.remove_container(name)
+        raise
+
+
 def measure_start(bench: Bench, variant: Variant) -> Figures:
     """Start-up time and idle memory with the project's default number of workers, and
     idle memory per worker with more of them."""
     workers = int(bench.answers["workers"])
-    port = measure.free_port()
-    start = time.perf_counter()
-    name = app_container(bench, variant, "start", "-p", f"127.0.0.1:{port}:{PORT}", workers=workers)
+    name, first_200 = start(bench, variant, "start")
     try:
-        first_200 = measure.wait_for_200("127.0.0.1", port, "/health", since=start, name=name)
         procs, found = idle_workers(bench, variant, name, workers)
     finally:
         bench.resources.remove_container(name)
@@ -538,7 +554,7 @@ def side_by_side(
 ) -> list[tuple[list[measure.Load], list[measure.Load]]]:
     """Two variants' containers started side by side on the app's core, taking the load
     on `path` in turn, A B B A: per round, each one's two loads."""
-    variants = [next(v for v in VARIANTS if v.name == name) for name in pair]
+    variants = [variant_named(name) for name in pair]
     names = [
         app_container(bench, variant, "pair", f"--cpuset-cpus={APP_CPU}", workers=1)
         for variant in variants
@@ -565,22 +581,6 @@ def side_by_side(
             bench.resources.remove_container(name)
 
 
-def total_rps(loads: list[measure.Load]) -> float:
-    return sum(load.rps for load in loads)
-
-
-def measure_metrics_cost(bench: Bench) -> list[float]:
-    """Requests/s with metrics over without, one ratio per A B B A round."""
-    rounds = side_by_side(
-        bench,
-        (OURS, METRICS_OFF),
-        METRICS_COST_ROUTE,
-        rounds=METRICS_COST_ROUNDS,
-        load_s=METRICS_COST_LOAD_S,
-    )
-    return [total_rps(ours) / total_rps(other) for ours, other in rounds]
-
-
 def measure_comparison(bench: Bench, comparison: Comparison) -> list[dict[str, Any]]:
     """One record per A B B A round: both sides' requests/s, p50 and p99 (the
     medians of their two loads) and the errors wrk saw."""
@@ -594,7 +594,7 @@ def measure_comparison(bench: Bench, comparison: Comparison) -> list[dict[str, A
     return [
         {
             side: {
-                "rps": total_rps(loads) / len(loads),
+                "rps": statistics.mean(load.rps for load in loads),
                 "p50_ms": statistics.median(load.p50_ms for load in loads),
                 "p99_ms": statistics.median(load.p99_ms for load in loads),
                 "errors": "; ".join(load.errors for load in loads if load.errors),
@@ -603,6 +603,26 @@ def measure_comparison(bench: Bench, comparison: Comparison) -> list[dict[str, A
         }
         for pair in rounds
     ]
+
+
+def measure_start_comparison(bench: Bench, comparison: StartComparison) -> list[dict[str, float]]:
+    """One record per A B B A round: each side's seconds to its first 200, the mean of
+    its two starts."""
+    variants = (variant_named(comparison.variant), variant_named(comparison.reference))
+    records = []
+    for _ in range(1 if bench.quick else comparison.rounds):
+        seconds: tuple[list[float], list[float]] = ([], [])
+        for index in (0, 1, 1, 0):
+            name, first_200 = start(bench, variants[index], "pair-start")
+            bench.resources.remove_container(name)
+            seconds[index].append(first_200)
+        records.append(
+            {
+                side: statistics.mean(s)
+                for side, s in zip(("variant", "reference"), seconds, strict=True)
+            }
+        )
+    return records
 
 
 def measure_run(bench: Bench, variant: Variant) -> tuple[Figures, Details]:
@@ -635,10 +655,9 @@ class Samples:
     details: dict[str, dict[Stage, list[Details]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
     )
-    # Requests/s with metrics over without, one per round of every run.
-    metrics_ratios: list[float] = field(default_factory=list)
     # Ours against a reference side by side, by comparison, one record per round.
     comparisons: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    starts: dict[str, list[dict[str, float]]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, variant: str, stage: Stage, figures: Figures, details: Details) -> None:
         for key, value in figures.items():
@@ -654,11 +673,14 @@ def measure_all(bench: Bench) -> Samples:
             for variant in measured(stage):
                 log(f"run {index}/{bench.runs}: {stage.value} {variant.name}")
                 samples.add(variant.name, stage, *measure_stage(bench, variant))
-        log(f"run {index}/{bench.runs}: metrics on against off")
-        samples.metrics_ratios += measure_metrics_cost(bench)
         for comparison in COMPARISONS:
             log(f"run {index}/{bench.runs}: {comparison.title}")
             samples.comparisons[comparison.key] += measure_comparison(bench, comparison)
+        for start_comparison in START_COMPARISONS:
+            log(f"run {index}/{bench.runs}: {start_comparison.title}")
+            samples.starts[start_comparison.key] += measure_start_comparison(
+                bench, start_comparison
+            )
     return samples
 
 
@@ -738,9 +760,11 @@ def results(bench: Bench, samples: Samples) -> dict[str, Any]:
         },
         "figures": [report.figure_json(figure) for figure in FIGURES],
         "variants": {v.name: variant_results(bench, samples, v) for v in VARIANTS},
-        "metrics_cost": report.metrics_cost(samples.metrics_ratios),
         "comparisons": {
             c.key: report.comparison(c, samples.comparisons[c.key]) for c in COMPARISONS
+        },
+        "start_comparisons": {
+            c.key: report.start_comparison(c, samples.starts[c.key]) for c in START_COMPARISONS
         },
     }
     return data | report.analysis(data)

@@ -35,8 +35,8 @@ VARIANTS = {
 # Ours is compared, figure by figure, with the naive baseline and the two anchor recipes.
 COMPARED_TITLES = ("baseline", "uv-docker-example", "full-stack-fastapi-template")
 # Ours side by side with a reference: the database route against the raw driver in the
-# app (its target) and as a bare server (the floor), /health against each anchor, and
-# both routes against each other server.
+# app (its target) and as a bare server (the floor), /health against each anchor and
+# against metrics off (what metrics cost), and both routes against each other server.
 SERVERS = ("uvicorn_workers", "granian")
 SERVER_ROUTES = ("health", "items")
 COMPARISONS = {
@@ -44,7 +44,10 @@ COMPARISONS = {
     "database_floor": "raw_driver",
     "health_uv_docker_example": "uv_docker_example",
     "health_full_stack_template": "full_stack_template",
+    "metrics_cost": "metrics_off",
 } | {f"server_{server}_{route}": server for server in SERVERS for route in SERVER_ROUTES}
+# Start-up side by side: ours against the anchor it has a ratio target for.
+STARTS = {"start_uv_docker_example": "uv_docker_example"}
 # The databases the bench runs the database route on, each against its raw driver.
 DATABASES = ["postgresql", "mysql", "sqlite"]
 OUTPUTS = ("results.json", "results.md", "results.png")
@@ -104,6 +107,8 @@ def separate_runs() -> dict[str, Any]:
             }
             for variant in spec.VARIANTS
         },
+        "comparisons": {},
+        "start_comparisons": {},
     }
 
 
@@ -132,6 +137,23 @@ def test_health_ratio_targets_are_decided_side_by_side_not_by_separate_runs() ->
     assert analysis["ratios"][spec.HEALTH_RPS.key][above.reference] == 1.0
     verdict = analysis["verdicts"][spec.HEALTH_RPS.key]
     assert (verdict[above.reference], verdict[below.reference]) == (True, False)
+
+
+@pytest.mark.parametrize(("margin", "met"), [(-0.05, True), (0.05, False)])
+def test_start_ratio_targets_are_decided_side_by_side_not_by_separate_runs(
+    margin: float, met: bool
+) -> None:
+    spec, report = load_bench("spec"), load_bench("report")
+    data = separate_runs()  # alike in separate runs: a ratio of 1, above every target
+    limits = spec.FIRST_200.ratio_targets
+    for comparison in spec.START_COMPARISONS:
+        rounds = [{"variant": limits[comparison.reference] + margin, "reference": 1.0}]
+        data["start_comparisons"][comparison.key] = report.start_comparison(comparison, rounds)
+
+    verdict = report.analysis(data)["verdicts"][spec.FIRST_200.key]
+
+    assert {comparison.reference for comparison in spec.START_COMPARISONS} == set(limits)
+    assert {name: verdict[name] for name in limits} == dict.fromkeys(limits, met)
 
 
 def test_servers_table_gives_each_server_side_by_side_relative_to_ours() -> None:
@@ -197,7 +219,6 @@ def test_quick_run_reports_every_figure_of_every_variant(tmp_path: Path, databas
             assert sample >= 0, key
             # One run: its sample is the median, the minimum and the maximum.
             assert stats["median"] == stats["min"] == stats["max"] == sample, key
-    assert data["metrics_cost"]["ratios"]
     assert data["meta"]["database"] == database
     assert data["variants"]["ours"]["figures"]["items_rps"]["median"] > 0
     assert data["variants"]["raw_driver"]["figures"]["items_rps"]["median"] > 0
@@ -210,9 +231,18 @@ def test_quick_run_reports_every_figure_of_every_variant(tmp_path: Path, databas
             assert only_round[side]["errors"] == "", (key, side)
         assert comparison["rps_ratio"] > 0, key
     markdown = (tmp_path / "results.md").read_text()
-    assert "metrics on against off: a cost of" in markdown
+    cost = 1 - data["comparisons"]["metrics_cost"]["rps_ratio"]
+    assert "## What metrics cost\n\nThe share of `/health`'s requests/s" in markdown
+    assert f"**{cost:.1%}**." in markdown
     assert f"## The database route against the raw driver ({database})" in markdown
     assert "## /health against the anchors, side by side" in markdown
+    assert {key: c["spec"]["reference"] for key, c in data["start_comparisons"].items()} == STARTS
+    for key, start in data["start_comparisons"].items():
+        (only_round,) = start["rounds"]
+        assert only_round["variant"] > 0, key
+        assert only_round["reference"] > 0, key
+        assert f"{start['spec']['title']}, 1 round(s) of A B B A" in markdown
+        assert f"**{start['ratio']:.2f}x** (target ≤ 0.8x: " in markdown
     assert all(c["spec"]["title"] in markdown for c in data["comparisons"].values())
     assert all(f"| {data['variants'][name]['title']} |" in markdown for name in VARIANTS)
     assert all(f"## Ours / {title}" in markdown for title in COMPARED_TITLES)
