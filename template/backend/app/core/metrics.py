@@ -1,4 +1,4 @@
-"""Prometheus metrics of the HTTP requests, and the endpoint that serves every metric.
+"""Prometheus metrics of the HTTP requests, and the endpoints that serve metrics.
 
 Under gunicorn, PROMETHEUS_MULTIPROC_DIR is set (gunicorn.conf.py): each worker writes
 its samples to files there and any worker reads them all, so every scrape sees the sum
@@ -17,8 +17,11 @@ import asyncio
 import os
 from bisect import bisect_left
 from math import inf
+from threading import Thread
 from time import perf_counter
-from wsgiref.simple_server import WSGIServer
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from fastapi.routing import iter_route_contexts
 from prometheus_client import (
@@ -28,11 +31,14 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     make_asgi_app,
-    start_http_server,
+    make_wsgi_app,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# The one path a metrics port answers; any other is a 404.
+METRICS_PATH = "/metrics"
 # A path that matches no route is labelled with this one value, never with the path:
 # any client could otherwise add series without bound.
 UNMATCHED_ROUTE = "unmatched"
@@ -156,18 +162,46 @@ def exposition_registry() -> CollectorRegistry:
     return registry
 
 
-class MetricsServer:
-    """/metrics on `port`, answered from a thread of its own: for a process without an
-    HTTP server to add it to (the job worker), so a scrape never waits on its loop."""
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, *_args: Any) -> None:
+        """No log line per scrape."""
 
-    def __init__(self, port: int) -> None:
+
+def metrics_path_only(export: WSGIApplication) -> WSGIApplication:
+    """`export` at METRICS_PATH, a 404 elsewhere (prometheus_client's server answers
+    every path with the metrics)."""
+
+    def answer(environ: WSGIEnvironment, start_response: StartResponse) -> Any:
+        if environ["PATH_INFO"] != METRICS_PATH:
+            start_response("404 Not Found", [("Content-Length", "0")])
+            return [b""]
+        return export(environ, start_response)
+
+    return answer
+
+
+class MetricsServer:
+    """`registry` at /metrics on `port`, answered from threads of its own: for a
+    process without an HTTP server to add it to (the job worker), so a scrape never
+    waits on its loop. One process: the registry is served as it is."""
+
+    def __init__(self, port: int, registry: CollectorRegistry) -> None:
         self.port = port
+        self.registry = registry
         self.httpd: WSGIServer | None = None
 
     def start(self) -> None:
         # Once per process, however many times its owner starts up.
         if self.httpd is None:
-            self.httpd, _ = start_http_server(self.port, registry=exposition_registry())
+            # Every interface: the scraper reaches the container from outside.
+            self.httpd = make_server(
+                "",
+                self.port,
+                metrics_path_only(make_wsgi_app(self.registry)),
+                ThreadingWSGIServer,
+                handler_class=QuietHandler,
+            )
+            Thread(target=self.httpd.serve_forever, name="metrics", daemon=True).start()
 
     def stop(self) -> None:
         if self.httpd is not None:
@@ -241,7 +275,7 @@ class MetricsMiddleware:
             TALLIES.request(method, self.route_template(scope), status, elapsed)
 
     async def serve_metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"] != "/metrics":
+        if scope["path"] != METRICS_PATH:
             await _not_found(scope, receive, send)
             return
         # This process's own counts are exact in what it answers.

@@ -1,19 +1,22 @@
 """Prometheus metrics of the jobs, kept by the worker and served on its METRICS_PORT.
 
-One worker process per container, so the process's own registry is the whole story:
-no multiprocess files as under gunicorn.
+A registry of their own: the worker serves the job series only, not the HTTP series
+that app.core.metrics defines in every process importing it. One worker process per
+container, so the registry is served as it is: no multiprocess files as under gunicorn.
 """
 
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from taskiq.exceptions import NoResultError
 
-from app.core.metrics import BUCKETS, REGISTRY, MetricsServer
+from app.core.metrics import BUCKETS, MetricsServer
 
 # Jobs run longer than requests: up to JOB_TIMEOUT (30 s by default) and beyond.
 DURATION_BUCKETS = (*BUCKETS, 30, 60, 120, 300)
+
+REGISTRY = CollectorRegistry()
 
 STARTED = Counter(
     "jobs_started", "Job attempts started, by task", ("task",), registry=REGISTRY
@@ -54,7 +57,7 @@ class JobMetricsMiddleware(TaskiqMiddleware):
 
     def __init__(self, port: int) -> None:
         super().__init__()
-        self.server = MetricsServer(port)
+        self.server = MetricsServer(port, REGISTRY)
 
     def startup(self) -> None:
         if self.broker.is_worker_process:
