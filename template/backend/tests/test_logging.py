@@ -11,6 +11,7 @@ from app.core.logging import (
     TEXT_FORMAT,
     JsonFormatter,
     RequestIdFilter,
+    TextFormatter,
     configure_logging,
     request_id_var,
 )
@@ -61,6 +62,28 @@ def test_text_line_carries_the_request_id() -> None:
     finally:
         request_id_var.reset(token)
     assert "[req-7] app.test: plain" in line
+
+
+@pytest.mark.parametrize(
+    ("message", "args"),
+    [
+        ("value %s, count %d", ("a\nforged", 7)),
+        ("value %(value)s, count %(count)d", ({"value": "a\nforged", "count": 7},)),
+    ],
+    ids=["positional", "mapping"],
+)
+def test_text_line_escapes_the_values_a_message_puts_in(
+    message: str, args: tuple[object, ...]
+) -> None:
+    line = render(TextFormatter(TEXT_FORMAT), make_record(message, *args))
+    assert line.endswith("app.test: value a\\x0aforged, count 7")
+
+
+def test_text_line_keeps_the_lines_a_message_is_written_with() -> None:
+    # As uvicorn logs a failed start-up: the traceback is the message itself.
+    traceback = 'Traceback (most recent call last):\n  File "x.py"\nValueError: boom'
+    lines = render(TextFormatter(TEXT_FORMAT), make_record(traceback)).splitlines()
+    assert lines[1:] == ['  File "x.py"', "ValueError: boom"]
 
 
 @pytest.mark.usefixtures("restore_logging")

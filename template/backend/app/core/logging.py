@@ -4,9 +4,11 @@ Every line carries the id of the request that produced it (`-` outside a request
 taken from a context variable that the request middleware sets.
 """
 
+import copy
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -58,13 +60,42 @@ class JsonFormatter(logging.Formatter):
         return line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
-class TextFormatter(logging.Formatter):
-    """Readable lines; the message is escaped so that it stays on its own line, while
-    a traceback that follows it keeps its own lines."""
+class _Escaped:
+    """A value put into a message, written with its control characters escaped."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = escape_controls(record.message)
-        return super().formatMessage(record)
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return escape_controls(str(self.value))
+
+    def __repr__(self) -> str:
+        return escape_controls(repr(self.value))
+
+
+def _escaped(value: object) -> object:
+    # A number holds no line break, and %d or %.1f needs it as a number.
+    return value if isinstance(value, int | float) else _Escaped(value)
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines. The values a message puts in (a path, a header, an error from
+    outside) are escaped, so none can end the line early and forge the next one; the
+    text written in the code keeps its lines, as a traceback logged as a message or
+    after it does."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        args = record.args
+        if args:
+            record = copy.copy(record)
+            record.args = (
+                {key: _escaped(value) for key, value in args.items()}
+                if isinstance(args, Mapping)
+                else tuple(_escaped(value) for value in args)
+            )
+        return super().format(record)
 
 
 class _AppHandler(logging.StreamHandler):  # type: ignore[type-arg]
