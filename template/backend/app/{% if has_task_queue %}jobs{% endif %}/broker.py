@@ -129,7 +129,7 @@ async def _stop_heartbeat(state: TaskiqState) -> None:
         await state.heartbeat
 
 
-class Client:
+class QueueClient:
     """A web process's use of the queue. The broker starts on first use, not when the
     process boots: the app starts and serves without Redis, and while Redis is down
     each request to the queue fails (a 503) and the next one tries again."""
@@ -145,7 +145,7 @@ class Client:
             self.started = True
 
 
-client = Client()
+queue_client = QueueClient()
 
 
 @contextlib.asynccontextmanager
