@@ -77,7 +77,15 @@ def test_compose_worker_is_the_backend_image_with_another_command(
     }
     assert worker["environment"].items() <= backend["environment"].items()
     assert seconds(worker["stop_grace_period"]) > DEFAULT_SHUTDOWN_WAIT
-    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+@by_queue_answers
+def test_compose_starts_the_backend_and_the_worker_once_redis_is_healthy(
+    render: Renderer, chosen: dict[str, Any]
+) -> None:
+    services = compose_production(render(**chosen))
+    for name in ("backend", "worker"):
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
 
 
 @by_queue_answers

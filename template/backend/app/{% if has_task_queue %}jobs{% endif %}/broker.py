@@ -13,6 +13,7 @@ from typing import Any
 
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
 from taskiq import SmartRetryMiddleware, TaskiqEvents, TaskiqMiddleware, TaskiqState
 from taskiq.kicker import AsyncKicker
 from taskiq.message import TaskiqMessage
@@ -24,6 +25,11 @@ from app.jobs.heartbeat import beat
 from app.jobs.metrics import JobMetricsMiddleware
 
 QUEUE = "jobs"
+# Seconds a worker's read waits for a new job before it asks again.
+READ_BLOCK = 2
+# What a Redis that is down or does not answer in time raises; the bounds' TimeoutError
+# is an OSError.
+REDIS_FAULTS = (RedisError, OSError)
 
 
 class BackoffRetryMiddleware(SmartRetryMiddleware):
@@ -56,10 +62,16 @@ class BackoffRetryMiddleware(SmartRetryMiddleware):
         await kicker.kiq(*message.args, **message.kwargs)
 
 
-def reconnecting() -> Retry:
-    """Retries a command on a connection error: after a Redis restart, the pooled
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """How every connection to Redis is made: a Redis that is down or does not answer
+    is an error within a bound, not a hang; after a Redis restart, the pooled
     connections it closed are reopened instead of failing the request."""
-    return Retry(ExponentialBackoff(cap=1, base=0.1), 3)
+    return {
+        "socket_connect_timeout": settings.REDIS_TIMEOUT,
+        # A worker's read blocks up to READ_BLOCK by design before Redis answers it.
+        "socket_timeout": settings.REDIS_TIMEOUT + READ_BLOCK,
+        "retry": Retry(ExponentialBackoff(cap=1, base=0.1), 3),
+    }
 
 
 def middlewares(settings: Settings) -> list[TaskiqMiddleware]:
@@ -83,16 +95,15 @@ def create_broker(settings: Settings) -> RedisStreamBroker:
             # Guards one claim command; a worker stopped while holding it must not
             # keep the others from reading for longer than this.
             unacknowledged_lock_timeout=1,
-            # A Redis that does not answer is an error, not a hang.
-            socket_connect_timeout=5,
-            retry=reconnecting(),
+            xread_block=READ_BLOCK * 1000,
+            **connection_options(settings),
         )
         .with_result_backend(
             RedisAsyncResultBackend(
                 settings.REDIS_URL,
                 result_ex_time=settings.JOB_RESULT_TTL,
                 prefix_str=f"{QUEUE}:result",
-                retry=reconnecting(),
+                **connection_options(settings),
             )
         )
         .with_middlewares(*middlewares(settings))
@@ -118,10 +129,28 @@ async def _stop_heartbeat(state: TaskiqState) -> None:
         await state.heartbeat
 
 
+class QueueClient:
+    """A web process's use of the queue. The broker starts on first use, not when the
+    process boots: the app starts and serves without Redis, and while Redis is down
+    each request to the queue fails (a 503) and the next one tries again."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    async def start(self) -> None:
+        # Declares the consumer group before the first enqueue: a group declared
+        # later would skip the jobs enqueued before it.
+        if not self.started:
+            await broker.startup()
+            self.started = True
+
+
+queue_client = QueueClient()
+
+
 @contextlib.asynccontextmanager
 async def connected(_app: Any) -> AsyncIterator[None]:
-    """The web process's connection to the queue, for its lifetime."""
-    await broker.startup()
+    """Closes the web process's connections to the queue when it stops."""
     try:
         yield
     finally:
