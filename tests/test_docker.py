@@ -40,7 +40,7 @@ from docker_support import (
     wait_until,
 )
 
-from conftest import DATABASES, HARDENING, Renderer, default, run
+from conftest import DATABASES, DEFAULT_TASK_QUEUE, HARDENING, Renderer, default, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
 
@@ -325,11 +325,19 @@ def test_development_image_has_the_tools_and_runs_as_uid_10001(
     assert output.splitlines()[0] == "10001"
 
 
-@pytest.mark.parametrize("database", DATABASES)
+# Each database without jobs, and with them the rendering whose gate leaves out the tests
+# of both servers (the worker's tests have built its runtime stages already).
+RELEASE_RENDERINGS = [
+    *(pytest.param(database, DEFAULT_TASK_QUEUE, id=database) for database in DATABASES),
+    pytest.param("postgresql", "taskiq", id="postgresql-taskiq"),
+]
+
+
+@pytest.mark.parametrize(("database", "task_queue"), RELEASE_RENDERINGS)
 def test_release_image_is_checked_and_hardened(
-    images: Images, container: Any, database: str
+    images: Images, container: Any, database: str, task_queue: str
 ) -> None:
-    image = images.get(database, kind="release")
+    image = images.get(database, kind="release", task_queue=task_queue)
     setuid = run(
         "docker",
         "run",
