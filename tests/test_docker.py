@@ -360,8 +360,14 @@ def test_release_image_is_checked_and_hardened(
         if database == "sqlite"
         else HARDENED_RUN
     )
-    name = container(image, *options)
-    wait_for_200(f"http://127.0.0.1:{host_port(name)}/health")
+    # With the host check a deployment sets: Docker's healthcheck and a probe by address
+    # (Host 127.0.0.1) pass it, a request to the API by address does not.
+    name = container(image, *options, "--env", "ALLOWED_HOSTS=api.example.com")
+    wait_healthy(name)
+    port = host_port(name)
+    assert get(port, "/health")[0] == 200
+    assert get(port, "/api/anything")[0] == 400
+    assert get(port, "/api/anything", {"Host": "api.example.com"})[0] == 404
     assert run("docker", "exec", name, "id", "-u").stdout.strip() == "10001"
 
 
