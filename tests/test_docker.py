@@ -40,7 +40,7 @@ from docker_support import (
     wait_until,
 )
 
-from conftest import DATABASES, HARDENING, Renderer, default, run
+from conftest import DATABASES, DEFAULT_TASK_QUEUE, HARDENING, Renderer, default, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
 
@@ -325,11 +325,19 @@ def test_development_image_has_the_tools_and_runs_as_uid_10001(
     assert output.splitlines()[0] == "10001"
 
 
-@pytest.mark.parametrize("database", DATABASES)
+# Each database without jobs, and with them the rendering whose gate leaves out the tests
+# of both servers (the worker's tests have built its runtime stages already).
+RELEASE_RENDERINGS = [
+    *(pytest.param(database, DEFAULT_TASK_QUEUE, id=database) for database in DATABASES),
+    pytest.param("postgresql", "taskiq", id="postgresql-taskiq"),
+]
+
+
+@pytest.mark.parametrize(("database", "task_queue"), RELEASE_RENDERINGS)
 def test_release_image_is_checked_and_hardened(
-    images: Images, container: Any, database: str
+    images: Images, container: Any, database: str, task_queue: str
 ) -> None:
-    image = images.get(database, kind="release")
+    image = images.get(database, kind="release", task_queue=task_queue)
     setuid = run(
         "docker",
         "run",
@@ -352,8 +360,14 @@ def test_release_image_is_checked_and_hardened(
         if database == "sqlite"
         else HARDENED_RUN
     )
-    name = container(image, *options)
-    wait_for_200(f"http://127.0.0.1:{host_port(name)}/health")
+    # With the host check a deployment sets: Docker's healthcheck and a probe by address
+    # (Host 127.0.0.1) pass it, a request to the API by address does not.
+    name = container(image, *options, "--env", "ALLOWED_HOSTS=api.example.com")
+    wait_healthy(name)
+    port = host_port(name)
+    assert get(port, "/health")[0] == 200
+    assert get(port, "/api/anything")[0] == 400
+    assert get(port, "/api/anything", {"Host": "api.example.com"})[0] == 404
     assert run("docker", "exec", name, "id", "-u").stdout.strip() == "10001"
 
 

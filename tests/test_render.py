@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import tomllib
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -239,3 +240,25 @@ def test_only_the_chosen_task_queue_is_rendered(render, answers):
     for package in ("taskiq", "taskiq-redis"):
         assert (f"\n{package}==" in requirements) == queued, package
     assert ("\nREDIS_URL=" in (project / ".env.example").read_text()) == queued
+
+
+# The generated tests that need a server, by marker: a build step reaches none.
+NEEDS_A_SERVER = {
+    "database": lambda answers: answers["database"] in {"postgresql", "mysql"},
+    "queue": lambda answers: answers.get("task_queue", default("task_queue")) != "none",
+}
+
+
+def test_release_gate_runs_every_test_that_needs_no_server(render, answers):
+    backend = render(**answers) / "backend"
+    dockerfile = (backend / "Dockerfile.production").read_text()
+    gate = re.search(r"&& pytest (.*)-p no:cacheprovider", dockerfile)
+    assert gate, "the release build runs no tests"
+    # Coverage is the full suite's, so it is not enforced on a part of it.
+    selection = re.fullmatch(r'-m "not (\w+(?: and not \w+)*)" --no-cov ', gate[1])
+    assert selection or gate[1] == "", gate[1]
+    left_out = set(selection[1].split(" and not ")) if selection else set()
+    assert left_out == {marker for marker, needs in NEEDS_A_SERVER.items() if needs(answers)}
+    pytest_options = tomllib.loads((backend / "pyproject.toml").read_text())["tool"]["pytest"]
+    declared = {marker.split(":")[0] for marker in pytest_options["ini_options"]["markers"]}
+    assert left_out <= declared

@@ -138,14 +138,43 @@ async def test_hsts_only_in_hardened_production(
         assert headers.get(name) == value, name
 
 
+# A route of the API (documents included), which the host check guards.
+API_ROUTE = "/openapi.json"
+# What a probe sends as Host: Docker's healthcheck, then the kubelet (the pod's IP).
+PROBE_HOSTS = ["127.0.0.1:8000", "10.1.2.3:8000"]
+
+
 async def test_untrusted_host_is_refused() -> None:
-    settings = Settings(ALLOWED_HOSTS=["api.example.com", "*.example.org"])
+    settings = Settings(
+        ALLOWED_HOSTS=["api.example.com", "*.example.org"], DOCS_ENABLED=True
+    )
     async with client_for(settings) as client:
-        refused = await client.get("/health")
-        allowed = await client.get("/health", headers={"host": "a.example.org"})
+        refused = await client.get(API_ROUTE)
+        allowed = await client.get(API_ROUTE, headers={"host": "a.example.org"})
     assert refused.status_code == 400
     assert "x-request-id" in refused.headers
     assert allowed.status_code == 200
+
+
+@pytest.mark.parametrize("host", PROBE_HOSTS)
+async def test_probes_pass_the_host_check_and_the_api_does_not(host: str) -> None:
+    settings = Settings(ALLOWED_HOSTS=["api.example.com"], DOCS_ENABLED=True)
+    # No lifespan runs, so /ready may fail on its own (no database pool): a probe must
+    # get the answer an allowed Host gets, whatever it is.
+    transport = ASGITransport(app=create_app(settings), raise_app_exceptions=False)
+    async with AsyncClient(transport=transport, base_url="http://test") as client:
+        probe = {"host": host}
+        health = await client.get("/health", headers=probe)
+        ready = await client.get("/ready", headers=probe)
+        ready_allowed = await client.get("/ready", headers={"host": "api.example.com"})
+        api = await client.get(API_ROUTE, headers=probe)
+        other_method = await client.post("/health", headers=probe)
+    assert health.status_code == 200
+    assert ready.status_code != 400
+    assert ready.status_code == ready_allowed.status_code
+    assert ready.text == ready_allowed.text
+    assert api.status_code == 400
+    assert other_method.status_code == 400
 
 
 async def test_cors_allows_only_configured_origins() -> None:

@@ -5,10 +5,12 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Collection, Sequence
 from uuid import uuid4
 
 from fastapi import HTTPException, status
 from opentelemetry import trace
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -114,6 +116,32 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class HostCheckMiddleware:
+    """Refuses a Host header outside `allowed_hosts` (400), except on a probe's GET of
+    `probe_paths`: Docker's healthcheck and the kubelet name the container by
+    its address (127.0.0.1, the pod's IP), which no ALLOWED_HOSTS lists, and a failed
+    probe restarts or rolls back a healthy server."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        allowed_hosts: Sequence[str],
+        probe_paths: Collection[str],
+    ) -> None:
+        self.app = app
+        self.checked = TrustedHostMiddleware(app, allowed_hosts=allowed_hosts)
+        self.probe_paths = frozenset(probe_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        probe = (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and scope["path"] in self.probe_paths
+        )
+        await (self.app if probe else self.checked)(scope, receive, send)
 
 
 # A refused body is left unread: the connection is closed rather than kept for more.
