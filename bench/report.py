@@ -205,18 +205,19 @@ def comparison_lines(result: dict[str, Any], titles: dict[str, str]) -> list[str
 
 
 def start_lines(data: dict[str, Any]) -> list[str]:
-    """Each start-up comparison: both sides' seconds and the ratio against its target."""
+    """Each start-up comparison: both sides' seconds, and the ratio with the verdict on
+    its target that `analysis` reached from it."""
     names, figures = titles(data), {f["key"]: f for f in data["figures"]}
     lines = []
     for spec in START_COMPARISONS:
-        result = data["start_comparisons"][spec.key]
-        limit = figures[spec.figure]["ratio_targets"][spec.reference]
-        verdict = "met" if meets(result["ratio"], limit, higher_is_better=False) else "**missed**"
+        result, figure = data["start_comparisons"][spec.key], figures[spec.figure]
+        limit = figure["ratio_targets"][spec.reference]
+        verdict = verdict_text({spec.reference: data["verdicts"][spec.figure][spec.reference]})
         lines.append(
             f"- {spec.title}, {len(result['rounds'])} round(s) of A B B A (medians over the "
             f"rounds): ours {result['variant']:.2f} s, {names[spec.reference]} "
             f"{result['reference']:.2f} s; ours / {names[spec.reference]}: "
-            f"**{result['ratio']:.2f}x** (target ≤ {limit:g}x: {verdict})"
+            f"**{result['ratio']:.2f}x** (target {bound(figure)} {limit:g}x: {verdict})"
         )
     return [*lines, ""]
 
