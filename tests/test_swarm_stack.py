@@ -140,3 +140,22 @@ def test_passwords_are_secrets_never_environment_values(render, answers):
                 secret = value.removeprefix("/run/secrets/")
                 assert secret in [used["source"] for used in service["secrets"]]
                 assert secret in stack["secrets"]
+
+
+# One server process's PSS, rounded up (the README measures 37 MB a worker): the limit
+# must hold the master and every worker.
+PROCESS_MB = 40
+
+
+@pytest.mark.parametrize("workers", [1, 3, 8])
+def test_the_backend_gets_a_cpu_and_memory_for_each_worker_in_compose_and_swarm(
+    render, workers
+):
+    project = render(workers=workers)
+    compose = yaml.safe_load((project / "docker-compose.production.yml").read_text())
+    stack = yaml.safe_load((project / STACK).read_text())
+    resources = compose["services"]["backend"]["deploy"]["resources"]
+    assert stack["services"]["backend"]["deploy"]["resources"] == resources
+    limits = resources["limits"]
+    assert float(limits["cpus"]) == workers
+    assert int(limits["memory"].removesuffix("M")) >= (workers + 1) * PROCESS_MB
