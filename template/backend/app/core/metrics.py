@@ -17,11 +17,7 @@ import asyncio
 import os
 from bisect import bisect_left
 from math import inf
-from threading import Thread
 from time import perf_counter
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from fastapi.routing import iter_route_contexts
 from prometheus_client import (
@@ -31,9 +27,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     make_asgi_app,
-    make_wsgi_app,
 )
-from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -160,54 +154,6 @@ def exposition_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return registry
-
-
-class QuietHandler(WSGIRequestHandler):
-    def log_message(self, *_args: Any) -> None:
-        """No log line per scrape."""
-
-
-def metrics_path_only(export: WSGIApplication) -> WSGIApplication:
-    """`export` at METRICS_PATH, a 404 elsewhere (prometheus_client's server answers
-    every path with the metrics)."""
-
-    def answer(environ: WSGIEnvironment, start_response: StartResponse) -> Any:
-        if environ["PATH_INFO"] != METRICS_PATH:
-            start_response("404 Not Found", [("Content-Length", "0")])
-            return [b""]
-        return export(environ, start_response)
-
-    return answer
-
-
-class MetricsServer:
-    """`registry` at /metrics on `port`, answered from threads of its own: for a
-    process without an HTTP server to add it to (the job worker), so a scrape never
-    waits on its loop. One process: the registry is served as it is."""
-
-    def __init__(self, port: int, registry: CollectorRegistry) -> None:
-        self.port = port
-        self.registry = registry
-        self.httpd: WSGIServer | None = None
-
-    def start(self) -> None:
-        # Once per process, however many times its owner starts up.
-        if self.httpd is None:
-            # Every interface: the scraper reaches the container from outside.
-            self.httpd = make_server(
-                "",
-                self.port,
-                metrics_path_only(make_wsgi_app(self.registry)),
-                ThreadingWSGIServer,
-                handler_class=QuietHandler,
-            )
-            Thread(target=self.httpd.serve_forever, name="metrics", daemon=True).start()
-
-    def stop(self) -> None:
-        if self.httpd is not None:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.httpd = None
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
