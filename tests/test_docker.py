@@ -6,11 +6,15 @@ cache is kept between sessions.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import json
+import os
 import re
+import select
 import shutil
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -88,6 +92,46 @@ def test_compose_files_are_valid(render: Renderer, database: str, hardening: boo
         for files in itertools.combinations(COMPOSE_FILES[1:], count - 1):
             options = [arg for name in ("docker-compose.yml", *files) for arg in ("-f", name)]
             run("docker", "compose", *options, "config", "--quiet", cwd=project, env=env)
+
+
+# What a team puts in .env to run the stacks on servers of its own, at another level.
+OWN_SETTINGS = {
+    "LOG_LEVEL": "WARNING",
+    "ENVIRONMENT": "test",
+    "DATABASE_URL": "postgresql+asyncpg://team@db.example.com/team",
+    "REDIS_URL": "redis://:team@redis.example.com:6379/0",
+}
+STACKS = {"development": COMPOSE_FILES[:2], "production": COMPOSE_FILES[::2]}
+
+
+def backend_environment(project: Path, stack: str) -> dict[str, str]:
+    options = [arg for name in STACKS[stack] for arg in ("-f", name)]
+    config = run("docker", "compose", *options, "config", "--format", "json", cwd=project)
+    return json.loads(config.stdout)["services"]["backend"]["environment"]
+
+
+@pytest.mark.parametrize(
+    ("database", "task_queue"),
+    [*itertools.product(DATABASES, [DEFAULT_TASK_QUEUE]), ("sqlite", "taskiq")],
+)
+def test_env_file_settings_reach_the_backend(
+    render: Renderer, tmp_path: Path, database: str, task_queue: str
+) -> None:
+    """`.env` wins over what the compose files set, ENVIRONMENT aside (each stack's
+    own); the example file as copied keeps the development stack's debug logs."""
+    project = tmp_path / "project"
+    shutil.copytree(render(**answers(database, task_queue=task_queue)), project)
+    secrets = "".join(f"{key}={value}\n" for key, value in DB_ENV.items())
+    env_file = project / ".env"
+    env_file.write_text((project / ".env.example").read_text() + secrets)
+    assert backend_environment(project, "development")["LOG_LEVEL"] == "DEBUG"
+    env_file.write_text(
+        secrets + "".join(f"{key}={value}\n" for key, value in OWN_SETTINGS.items())
+    )
+    for stack in STACKS:
+        environment = backend_environment(project, stack)
+        own = {key: environment.get(key) for key in OWN_SETTINGS}
+        assert own == OWN_SETTINGS | {"ENVIRONMENT": stack}
 
 
 # --- Images ----------------------------------------------------------------------
@@ -325,6 +369,72 @@ def test_development_image_has_the_tools_and_runs_as_uid_10001(
     assert output.splitlines()[0] == "10001"
 
 
+LIBC = ctypes.CDLL(None, use_errno=True)
+IN_OPEN = 0x20
+INOTIFY_EVENT = struct.Struct("iIII")  # watch, mask, cookie, length of the name after it
+
+
+class DirectoryOpens:
+    """Counts, through inotify, how often a directory is opened: listed, as a reloader
+    that polls the files under it lists it on each round."""
+
+    def __init__(self, directory: Path) -> None:
+        self.fd = LIBC.inotify_init1(os.O_CLOEXEC)
+        if self.fd < 0 or LIBC.inotify_add_watch(self.fd, os.fsencode(directory), IN_OPEN) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify on {directory}")
+
+    def wait(self, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while count > 0:
+            ready, _, _ = select.select([self.fd], [], [], max(0, deadline - time.monotonic()))
+            if not ready:
+                pytest.fail(f"{count} more openings not seen within {timeout} s")
+            data = os.read(self.fd, 4096)
+            offset = 0
+            while offset < len(data):
+                _, mask, _, length = INOTIFY_EVENT.unpack_from(data, offset)
+                count -= bool(mask & IN_OPEN)
+                offset += INOTIFY_EVENT.size + length
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def test_development_server_reloads_on_a_change_of_the_app_only(
+    images: Images, container: Any, render: Renderer, tmp_path: Path
+) -> None:
+    """The source mounted as compose mounts it, with a virtual environment in backend/
+    as a developer's tools put it there: the reloader restarts the server on a change of
+    the app's code, never of that environment."""
+    image = images.get("none", kind="development")
+    backend = tmp_path / "project" / "backend"
+    shutil.copytree(render(**answers("none")) / "backend", backend)
+    installed = backend / ".venv" / "lib" / "site-packages" / "installed" / "__init__.py"
+    installed.parent.mkdir(parents=True)
+    installed.write_text('"""An installed package."""\n')
+    # Imported by nothing: only the reloader lists it, once a round.
+    probe = backend / "app" / "probe"
+    probe.mkdir()
+    name = container(image, "--mount", f"type=bind,source={backend},target=/app")
+    wait_for_200(f"http://127.0.0.1:{host_port(name)}/health")
+    opens = DirectoryOpens(probe)
+    try:
+        installed.write_text('"""An installed package, upgraded."""\n')
+        # The second listing after the change is in a round that began after it, the
+        # third in the next: by then a whole round has looked at the files since.
+        opens.wait(3)
+    finally:
+        opens.close()
+    main = backend / "app" / "main.py"
+    main.write_text(main.read_text() + "\n# changed\n")
+    wait_until(
+        lambda: "StatReload detected changes in 'app/main.py'. Reloading..." in logs(name),
+        "the reload after the app's change",
+    )
+    wait_until(lambda: logs(name).count("Application startup complete.") == 2, "the app reloaded")
+    assert ".venv" not in logs(name)
+
+
 # Each database without jobs, and with them the rendering whose gate leaves out the tests
 # of both servers (the worker's tests have built its runtime stages already).
 RELEASE_RENDERINGS = [
@@ -416,24 +526,48 @@ def test_code_change_rebuilds_only_the_app(
     assert any("COPY --link app" in step and n not in cached for n, step in steps.items())
 
 
+# A developer's uid on a typical Linux machine: neither root nor the images' 10001.
+DEVELOPER = 1000
+
+
+def as_a_developer(backend: Path) -> list[str]:
+    """Make variables that run the Makefile's commands as DEVELOPER, who owns the
+    checkout; when the tests run as another user than root, as that user."""
+    if os.getuid() != 0:
+        return []
+    for path in [backend, *backend.rglob("*")]:
+        os.chown(path, DEVELOPER, DEVELOPER, follow_symlinks=False)
+    return [f"AS_YOU=--user {DEVELOPER}:{DEVELOPER}"]
+
+
 @pytest.mark.parametrize("database", DATABASES)
 def test_generated_suite_passes_in_the_development_container(
     render: Renderer, tmp_path: Path, database: str
 ) -> None:
-    """`make test` as a team runs it: the default Python, the compose database."""
+    """`make test` as a developer runs it: the default Python, the compose database,
+    their own uid; then `make revision` writes a migration into their checkout."""
     project = tmp_path / "project"
     shutil.copytree(render(**answers(database)), project)
     shutil.copy(project / ".env.example", project / ".env")
+    developer = as_a_developer(project / "backend")
     name = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
     # Renderings share a slug, hence an image name: each gets its own development image.
     env = {"COMPOSE_PROJECT_NAME": name, "BACKEND_IMAGE": name}
+    versions = project / "backend" / "migrations" / "versions"
     try:
-        output = run("make", "test", cwd=project, env=env).stdout
+        output = run("make", "test", *developer, cwd=project, env=env).stdout
+        if database != "none":
+            before = set(versions.glob("*.py"))
+            run("make", "revision", "m=nothing changed", *developer, cwd=project, env=env)
+            (revision,) = set(versions.glob("*.py")) - before
     finally:
         run("docker", "compose", "down", "--volumes", "--remove-orphans", cwd=project, env=env)
         run("docker", "image", "rm", "--force", f"{name}:dev", check=False)
     assert re.search(r"\d+ passed", output), output[-2000:]
     assert "Required test coverage of 90" in output
+    if database != "none":
+        assert "nothing changed" in revision.read_text()
+        assert revision.stat().st_uid == (project / "backend").stat().st_uid
     assert remains(env["COMPOSE_PROJECT_NAME"]) == []
 
 

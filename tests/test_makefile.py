@@ -34,7 +34,7 @@ EXPECTED = {
     "down": [["compose", "down", "--remove-orphans"]],
     "logs": [["compose", "logs", "--follow", "--tail=100"]],
     "lint": [[*DEV_RUN, "sh", "-c", "ruff check . && ruff format --check . && mypy"]],
-    "shell": [["compose", "run", "--rm", "backend", "bash"]],
+    "shell": [["compose", "run", "--rm", *AS_YOU, "backend", "bash"]],
     "clean": [
         ["compose", "down", "--volumes", "--remove-orphans"],
         ["image", "rm", f"{IMAGE}:dev", f"{IMAGE}:latest"],
@@ -44,6 +44,11 @@ EXPECTED_WITH_DATABASE = {
     "migrate": [["compose", "run", "--rm", "migrate"]],
     "test": [["compose", "run", "--rm", *AS_YOU, "backend", "pytest"]],
 }
+# The development database belongs to the stack's user: the tests take a file of their own.
+OWN_SQLITE_FILE = ["--env", "DATABASE_URL=sqlite+aiosqlite:////tmp/test.db"]
+TEST_ON_OWN_SQLITE_FILE = [
+    ["compose", "run", "--rm", *AS_YOU, *OWN_SQLITE_FILE, "backend", "pytest"],
+]
 EXPECTED_WITHOUT_DATABASE = {"migrate": [], "test": [[*DEV_RUN, "pytest"]]}
 # Proven with their own arguments by test_swarm_targets_deploy_roll_out_and_roll_back.
 SWARM_TARGETS = ["swarm-deploy", "swarm-rollout", "swarm-rollback"]
@@ -99,9 +104,30 @@ def test_every_make_target_runs_what_it_promises(
     expected = EXPECTED | (
         EXPECTED_WITH_DATABASE if database != "none" else EXPECTED_WITHOUT_DATABASE
     )
-    assert set(targets(project)) == {*expected, *SWARM_TARGETS, "help", "lock"}
+    if database == "sqlite":
+        expected["test"] = TEST_ON_OWN_SQLITE_FILE
+    # `revision` needs its message: test_make_revision_autogenerates_as_you.
+    with_arguments = {"revision"} if database != "none" else set()
+    assert set(targets(project)) == {*expected, *SWARM_TARGETS, *with_arguments, "help", "lock"}
     for target, calls in expected.items():
         assert make_target(project, target)[1] == calls, target
+
+
+@pytest.mark.parametrize("database", [d for d in DATABASES if d != "none"])
+def test_make_revision_autogenerates_as_you(
+    render: Renderer, tmp_path: Path, make_target, database: str
+) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(render(database=database), project)
+    # Not --no-deps: autogenerate compares the models with the stack's migrated database.
+    autogenerate = ["alembic", "revision", "--autogenerate", "-m", "add the tags table"]
+    calls = make_target(project, "revision", "m=add the tags table")[1]
+    assert calls == [["compose", "run", "--rm", *AS_YOU, "backend", *autogenerate]]
+    # Without a message: refused before any docker call (the stand-in's PATH, in case).
+    env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    refused = run("make", "revision", cwd=project, env=env, check=False)
+    assert refused.returncode != 0
+    assert 'make revision m="' in refused.stderr
 
 
 # Every database without a queue, and with each queue.

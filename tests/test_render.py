@@ -239,7 +239,7 @@ def test_only_the_chosen_task_queue_is_rendered(render, answers):
     requirements = (project / "backend" / "requirements.txt").read_text().lower()
     for package in ("taskiq", "taskiq-redis"):
         assert (f"\n{package}==" in requirements) == queued, package
-    assert ("\nREDIS_URL=" in (project / ".env.example").read_text()) == queued
+    assert ("\n# REDIS_URL=" in (project / ".env.example").read_text()) == queued
 
 
 # The generated tests that need a server, by marker: a build step reaches none.
