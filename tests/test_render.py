@@ -185,7 +185,7 @@ def test_env_example_lists_every_setting(render, answers):
     assert ("DATABASE_URL" in fields) == (answers["database"] != "none")
     listed = re.findall(r"^(?:# )?([A-Z_]+)=", (project / ".env.example").read_text(), re.M)
     assert set(fields) <= set(listed), set(fields) - set(listed)
-    assert "WEB_CONCURRENCY" in listed
+    assert {"WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS"} <= set(listed)
 
 
 def test_production_compose_hardens_as_answered(render, answers):
