@@ -7,21 +7,18 @@
 A variant is a database, followed by `-<queue>` when a task queue is chosen: the
 answers that change the dependency lists, and nothing else, so the locks stay few.
 
-Each variant's backend/pyproject.toml is rendered with Copier, then compiled with
-`uv pip compile --universal --generate-hashes` for Python 3.11 and newer. The first
-lines of every lock carry a digest of the dependency lists it was compiled from, so
-a test can tell a stale lock without the network (see `input_digest`).
+Each variant's backend/pyproject.toml is rendered with Copier, then compiled afresh
+(newest versions) by the generated project's own backend/scripts/lock.py, the script
+its `make lock` runs: a project's re-lock and the template's locks share one format.
+The first lines of every lock carry a digest of the dependency lists it was compiled
+from, so a test can tell a stale lock without the network (see `input_digest`).
 """
 
 import argparse
-import hashlib
-import json
-import os
+import runpy
 import shutil
-import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,13 +30,14 @@ VARIANTS = {
     for queue in TASK_QUEUES
     for database in DATABASES
 }
-LOWEST_PYTHON = "3.11"
-# Bump when the compile options change, so every lock reads as stale.
-LOCK_FORMAT = "1"
-DIGEST_PREFIX = "# input-digest: "
 PYPROJECT = Path("template/backend/pyproject.toml.jinja")
-# Runtime; runtime with trace export (the extra `telemetry`); both with the dev tools.
-LOCK_FILES = ("requirements.txt", "requirements-telemetry.txt", "requirements-dev.txt")
+# The generated project's own lock script: `make lock` runs it.
+PROJECT_LOCK = runpy.run_path(str(ROOT / "template/backend/scripts/lock.py"))
+LOWEST_PYTHON = PROJECT_LOCK["LOWEST_PYTHON"]
+LOCK_FILES = tuple(PROJECT_LOCK["LOCKS"])
+input_digest = PROJECT_LOCK["input_digest"]
+recorded_digest = PROJECT_LOCK["recorded_digest"]
+compile_locks = PROJECT_LOCK["compile_locks"]
 
 
 def render_pyproject(variant: str) -> str:
@@ -70,29 +68,6 @@ def render_pyproject(variant: str) -> str:
         return (dst / "backend" / "pyproject.toml").read_text()
 
 
-def input_digest(pyproject: str) -> str:
-    """Digest of what a lock is compiled from: the dependency lists."""
-    data = tomllib.loads(pyproject)
-    inputs = {
-        "format": LOCK_FORMAT,
-        "python": LOWEST_PYTHON,
-        "dependencies": data["project"]["dependencies"],
-        "extras": data["project"]["optional-dependencies"],
-        "dev": data["dependency-groups"]["dev"],
-    }
-    encoded = json.dumps(inputs, sort_keys=True).encode()
-    return "sha256:" + hashlib.sha256(encoded).hexdigest()
-
-
-def recorded_digest(lock: Path) -> str | None:
-    for line in lock.read_text().splitlines():
-        if line.startswith(DIGEST_PREFIX):
-            return line.removeprefix(DIGEST_PREFIX)
-        if not line.startswith("#"):
-            break
-    return None
-
-
 def _uv() -> str:
     beside = Path(sys.executable).with_name("uv")
     found = str(beside) if beside.exists() else shutil.which("uv")
@@ -101,69 +76,16 @@ def _uv() -> str:
     return found
 
 
-def _compile(pyproject: Path, out: Path, *extra: str) -> str:
-    subprocess.run(
-        [
-            _uv(),
-            "pip",
-            "compile",
-            str(pyproject),
-            "--universal",
-            "--generate-hashes",
-            "--python-version",
-            LOWEST_PYTHON,
-            "--no-header",
-            "--no-annotate",
-            "--quiet",
-            "-o",
-            str(out),
-            *extra,
-        ],
-        check=True,
-        # `--group` reads the pyproject.toml of the working directory.
-        cwd=pyproject.parent,
-        env={**os.environ, "UV_CUSTOM_COMPILE_COMMAND": "make lock"},
-    )
-    return out.read_text()
-
-
-def _header(variant: str, what: str, digest: str) -> str:
-    database, task_queue = VARIANTS[variant]
-    return (
-        f"# Locked {what} dependencies (database={database}, task_queue={task_queue})"
-        f" for Python"
-        f" {LOWEST_PYTHON} and newer on every platform.\n"
-        "# Generated file: re-lock with `make lock`.\n"
-        f"{DIGEST_PREFIX}{digest}\n"
-    )
-
-
 def lock(variant: str) -> None:
-    pyproject_text = render_pyproject(variant)
-    digest = input_digest(pyproject_text)
+    pyproject = render_pyproject(variant)
     target = ROOT / "locks" / variant
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        pyproject = Path(tmp, "pyproject.toml")
-        pyproject.write_text(pyproject_text)
-        runtime = _compile(pyproject, Path(tmp, "requirements.txt"))
-        # Each further lock is held to the previous one's versions, so the telemetry
-        # image and the tests run exactly what the plain image installs.
-        telemetry = _compile(
-            pyproject,
-            Path(tmp, "requirements-telemetry.txt"),
-            *("--extra", "telemetry", "--constraint", str(Path(tmp, "requirements.txt"))),
-        )
-        dev = _compile(
-            pyproject,
-            Path(tmp, "requirements-dev.txt"),
-            *("--extra", "telemetry", "--group", "dev"),
-            *("--constraint", str(Path(tmp, "requirements-telemetry.txt"))),
-        )
-    contents = ("runtime", "runtime and telemetry", "runtime, telemetry and development")
-    for name, what, text in zip(LOCK_FILES, contents, (runtime, telemetry, dev), strict=True):
-        (target / name).write_text(_header(variant, what, digest) + text)
-    print(f"locked {variant}: {digest}")
+        Path(tmp, "pyproject.toml").write_text(pyproject)
+        compile_locks(Path(tmp), _uv())
+        for name in LOCK_FILES:
+            shutil.copy(Path(tmp, name), target / name)
+    print(f"locked {variant}: {input_digest(pyproject)}")
 
 
 def main() -> None:

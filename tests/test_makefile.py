@@ -190,16 +190,3 @@ def test_make_help_lists_every_target(render: Renderer, make_target, database: s
     output, calls = make_target(project, "help")
     assert calls == []
     assert re.findall(r"^  ([a-z-]+) ", output, re.M) == targets(project)
-
-
-def test_make_lock_compiles_every_lock_with_hashes(render: Renderer, make_target) -> None:
-    ((*prefix, script),) = make_target(render(), "lock")[1]
-    assert prefix == [*DEV_RUN, "sh", "-c"]
-    runtime, telemetry, dev = script.split(" && ")
-    outputs = ("requirements.txt", "requirements-telemetry.txt", "requirements-dev.txt")
-    for command, output in zip((runtime, telemetry, dev), outputs, strict=True):
-        assert command.startswith("uv pip compile pyproject.toml "), command
-        assert "--generate-hashes" in command
-        assert command.endswith(f"-o {output}"), command
-    assert "--extra telemetry -c requirements.txt" in telemetry
-    assert "--extra telemetry --group dev -c requirements-telemetry.txt" in dev

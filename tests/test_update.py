@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +29,8 @@ GIT_ENV = {
 }
 # What a template release is made of: the paths Copier reads.
 MARKERS = ("<" * 7, ">" * 7)
-HOOK = "scripts/check_update_leftovers.py"
+HOOK = "copier-update-leftovers"
+PRE_COMMIT = Path(sys.executable).with_name("pre-commit")
 LATEST = "v0.4.0"
 
 # Each release changes the template; (path, old text, new text), old "" appends.
@@ -135,9 +135,39 @@ def update(project: Path, conflict: str, **answers: object) -> None:
     )
 
 
-def hook(project: Path) -> subprocess.CompletedProcess[str]:
-    """The project's pre-commit check, run as the hook runs it but on the whole tree."""
-    return run(sys.executable, HOOK, cwd=project, check=False)
+def hook(project: Path) -> dict[str, tuple[int, list[str]]]:
+    """The project's leftovers hook run by pre-commit on the update as Copier left it:
+    before anything is staged, as the README says, and on a commit of every change to a
+    tracked file (the `.rej` files are new, untracked ones). For each, the exit status and
+    the paths (and lines) reported, sorted. Only that hook is configured, from the project's own
+    file: the others need the network or the backend's tools."""
+    config = yaml.safe_load((project / ".pre-commit-config.yaml").read_text())
+    (entry,) = (
+        candidate
+        for repo in config["repos"]
+        if repo["repo"] == "local"
+        for candidate in repo["hooks"]
+        if candidate["id"] == HOOK
+    )
+    config_file = project.parent / "leftovers-hook.yaml"
+    config_file.write_text(yaml.safe_dump({"repos": [{"repo": "local", "hooks": [entry]}]}))
+    env = {**GIT_ENV, "PRE_COMMIT_HOME": str(project.parent / "pre-commit")}
+    run(PRE_COMMIT, "install", "--config", config_file, cwd=project, env=env)
+    checks = {
+        "run": [PRE_COMMIT, "run", "--config", config_file, HOOK],
+        "run --all-files": [PRE_COMMIT, "run", "--config", config_file, "--all-files", HOOK],
+        "commit --all": ["git", "commit", "--all", "--quiet", "--message", "Update"],
+    }
+    reported = {}
+    for name, command in checks.items():
+        result = run(*command, cwd=project, env=env, check=False)
+        # A failing hook's own output follows its status lines, up to a blank line.
+        output = (result.stdout + result.stderr).partition("\n\n")[2].partition("\n\n")[0]
+        reported[name] = (
+            result.returncode,
+            sorted(line.split(": ")[0] for line in output.splitlines()),
+        )
+    return reported
 
 
 def leftovers(project: Path) -> set[str]:
@@ -192,11 +222,15 @@ def test_update_to_the_latest_release_keeps_team_edits_and_reports_every_conflic
         assert len(found) == 2, found  # one opening and one closing marker
         assert f"\n{team_line}\n" in (project / CONFLICTING).read_text()
 
-    # ...and the project's pre-commit check reports each leftover.
-
-    reported = hook(project)
-    assert reported.returncode == 1
-    assert {line.split(": ")[0] for line in reported.stdout.splitlines()} == found
+    # ...and the project's pre-commit check reports each leftover once, run as the README
+    # says and on a commit of the update, which it refuses. Before anything is staged it
+    # sees the `.rej` files, though pre-commit sets unstaged changes aside while it checks
+    # (and itself refuses to run on the unmerged files an inline conflict leaves).
+    assert hook(project) == {
+        "run": (1, sorted(item for item in found if item.endswith(".rej"))),
+        "run --all-files": (1, sorted(found)),
+        "commit --all": (1, sorted(found)),
+    }
 
 
 def shim(directory: Path, name: str, script: str) -> None:
@@ -258,6 +292,5 @@ def test_switching_database_to_none_removes_the_database_code_and_its_edits(
     assert leftovers(project) == ({rejected} if conflict == "rej" else set())
     if conflict == "rej":
         assert "+# Team: add a price column next." in (project / rejected).read_text()
-        assert hook(project).stdout.startswith(f"{rejected}: ")
-    else:
-        assert hook(project).returncode == 0
+    expected = (1, [rejected]) if conflict == "rej" else (0, [])
+    assert hook(project) == dict.fromkeys(["run", "run --all-files", "commit --all"], expected)

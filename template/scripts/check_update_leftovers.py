@@ -2,10 +2,12 @@
 files. Copier exits 0 in both cases, and git's own merge check only looks during a git
 merge, so the pre-commit hook runs this on every commit.
 
-Usage: check_update_leftovers.py [FILE ...]; without files it checks the whole working
-tree (tracked and untracked files that git does not ignore). Exits 1 on a leftover.
+It checks the whole working tree, tracked and untracked files that git does not ignore,
+and takes no file names: the `.rej` files are untracked, so a list of tracked or staged
+files (what pre-commit passes by default) would miss them. Exits 1 on a leftover.
 """
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +17,17 @@ MARKERS = ("<" * 7, ">" * 7)
 
 
 def working_tree() -> list[str]:
+    # A file an inline conflict left unmerged is listed once, not once per stage.
     listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],  # noqa: S607
+        [  # noqa: S607
+            "git",
+            "ls-files",
+            "-z",
+            "--deduplicate",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ],
         capture_output=True,
         check=True,
         text=True,
@@ -39,12 +50,15 @@ def leftovers(name: str) -> list[str]:
     return found
 
 
-def main(names: list[str]) -> int:
-    found = [problem for name in names or working_tree() for problem in leftovers(name)]
+def main() -> int:
+    found = [problem for name in working_tree() for problem in leftovers(name)]
     for problem in found:
         print(problem)
     return 1 if found else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
+    sys.exit(main())
