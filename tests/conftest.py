@@ -48,6 +48,9 @@ DEFAULT_PYTHON = default("python_version")
 TASK_QUEUES = choices("task_queue")
 DEFAULT_TASK_QUEUE = default("task_queue")
 
+# Compose services that run once to completion; every other one serves for good.
+ONE_OFF_SERVICES = {"migrate"}
+
 # The full product of the answers that change what is rendered the most; each other
 # task queue with every database and hardening, at the default Python only: its files
 # do not depend on the Python version, so five of each would double the renderings

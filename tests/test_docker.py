@@ -44,7 +44,15 @@ from docker_support import (
     wait_until,
 )
 
-from conftest import DATABASES, DEFAULT_TASK_QUEUE, HARDENING, Renderer, default, run
+from conftest import (
+    DATABASES,
+    DEFAULT_TASK_QUEUE,
+    HARDENING,
+    ONE_OFF_SERVICES,
+    Renderer,
+    default,
+    run,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
 
@@ -644,7 +652,12 @@ def test_production_stack(stack: Any, database: str, hardening: bool) -> None:
 
     host = inspect("container", backend)["HostConfig"]
     assert inspect("container", backend)["Config"]["User"] == "10001:10001"
-    assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 5}
+    # Docker's own policy, as `docker compose` sets it: restarts after a clean exit (the
+    # daemon or host restarting) and without a retry limit; none for a migration.
+    for service in up.compose("config", "--services").stdout.split():
+        policy = inspect("container", up.container(service))["HostConfig"]["RestartPolicy"]
+        expected = "no" if service in ONE_OFF_SERVICES else "unless-stopped"
+        assert policy == {"Name": expected, "MaximumRetryCount": 0}, service
     assert host["Memory"] > 0
     assert host["PidsLimit"] > 0
     # Neither source code nor the Docker socket is mounted: named volumes only.

@@ -74,10 +74,14 @@ def make_target(tmp_path: Path):
     calls = tmp_path / "calls.jsonl"
 
     def _make(
-        project: Path, target: str, *variables: str, update_state: str = UPDATED
+        project: Path,
+        target: str,
+        *variables: str,
+        update_state: str = UPDATED,
+        succeeds: bool = True,
     ) -> tuple[str, list[list[str]]]:
         """The output and docker calls of a target that succeeds, or fails when an update
-        ended in another state than `completed`."""
+        ended in another state than `completed` or when told it must fail."""
         calls.write_text("")
         env = {
             "PATH": f"{fake}:{os.environ['PATH']}",
@@ -85,7 +89,7 @@ def make_target(tmp_path: Path):
             "UPDATE_STATE": update_state,
         }
         result = run("make", target, *variables, cwd=project, env=env, check=False)
-        assert (result.returncode == 0) is (update_state == UPDATED), result.stderr
+        assert (result.returncode == 0) is (succeeds and update_state == UPDATED), result.stderr
         return result.stdout, [json.loads(line) for line in calls.read_text().splitlines()]
 
     return _make
@@ -145,7 +149,7 @@ def test_swarm_targets_deploy_roll_out_and_roll_back(
         render(database=database, **({"task_queue": task_queue} if queued else {})), project
     )
     deploy = ["stack", "deploy", "--detach=false", "--compose-file", "deploy/swarm/stack.yml"]
-    assert make_target(project, "swarm-deploy")[1] == [[*deploy, SLUG]]
+    assert make_target(project, "swarm-deploy", "TAG=1.2.3")[1] == [[*deploy, SLUG]]
     secrets = sorted(path.name for path in (project / "deploy/swarm/secrets").glob("*"))
     database_secrets = {"postgresql": ["db_password"], "mysql": ["db_password", "db_root_password"]}
     expected_secrets = database_secrets.get(database, []) + (["redis_password"] if queued else [])
@@ -165,12 +169,27 @@ def test_swarm_targets_deploy_roll_out_and_roll_back(
     # A backend rolled back fails the rollout, and takes the worker back with it.
     rolled_back = make_target(project, "swarm-rollout", "TAG=1.2.3", update_state=ROLLED_BACK)
     assert rolled_back[1] == [*rollout, *([rollback_worker] if queued else [])]
-    refused = run("make", "swarm-rollout", cwd=project, check=False)
-    assert refused.returncode != 0
-    assert "release's own tag" in refused.stdout + refused.stderr
     rollback = [["service", "rollback", "--detach=false", f"{SLUG}_backend"]]
     rollback += [rollback_worker] if queued else []
     assert make_target(project, "swarm-rollback")[1] == rollback
+
+
+@pytest.mark.parametrize("target", ["swarm-deploy", "swarm-rollout"])
+@pytest.mark.parametrize("tag", [[], ["TAG=latest"], ["TAG="]], ids=["unset", "latest", "empty"])
+def test_swarm_targets_refuse_to_run_without_a_release_tag(
+    render: Renderer, tmp_path: Path, make_target, target: str, tag: list[str]
+) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(render(), project)
+    output, calls = make_target(project, target, *tag, succeeds=False)
+    assert "release's own tag" in output
+    assert calls == []
+
+
+def test_swarm_deploy_hands_the_tag_to_the_stack_file(render: Renderer) -> None:
+    dry_run = run("make", "--dry-run", "swarm-deploy", "TAG=1.2.3", cwd=render()).stdout
+    deploy = next(line for line in dry_run.splitlines() if "docker stack deploy" in line)
+    assert f"BACKEND_IMAGE={IMAGE} BACKEND_TAG=1.2.3 " in deploy
 
 
 def test_dev_setup_starts_from_the_example_settings(render: Renderer, tmp_path: Path, make_target):

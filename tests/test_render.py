@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import ANSWER_MATRIX, COMPUTED, default, matrix_id
+from conftest import ANSWER_MATRIX, COMPUTED, ONE_OFF_SERVICES, default, matrix_id
 
 pytestmark = pytest.mark.parametrize("answers", ANSWER_MATRIX, ids=matrix_id)
 
@@ -206,7 +206,6 @@ def test_production_compose_hardens_as_answered(render, answers):
         limits = service["deploy"]["resources"]["limits"]
         assert {"memory", "pids"} <= set(limits), name
     backend = services["backend"]
-    assert backend["deploy"]["restart_policy"]["max_attempts"] == 5
     assert (backend.get("environment", {}).get("DOCS_ENABLED") == "false") is hardened
     # Published on loopback unless BACKEND_HOST says otherwise.
     assert base["backend"]["ports"] == ["${BACKEND_HOST:-127.0.0.1}:${BACKEND_PORT:-8000}:8000"]
@@ -214,6 +213,24 @@ def test_production_compose_hardens_as_answered(render, answers):
         assert base["backend"]["depends_on"]["migrate"] == {
             "condition": "service_completed_successfully"
         }
+
+
+def test_production_compose_restarts_every_long_running_service_unless_stopped(render, answers):
+    project = render(**answers)
+    base = yaml.safe_load((project / "docker-compose.yml").read_text())["services"]
+    production = yaml.safe_load((project / "docker-compose.production.yml").read_text())["services"]
+    restart = {name: {**base[name], **production.get(name, {})}.get("restart") for name in base}
+    # Also after a clean exit (Docker or the host restarting), with no retry limit; a
+    # failed migration is left for a person.
+    assert restart == {
+        name: "no" if name in ONE_OFF_SERVICES else "unless-stopped" for name in base
+    }
+    # Outside Swarm compose turns it into `on-failure` with a lifetime retry count.
+    assert [
+        name
+        for name, service in production.items()
+        if "restart_policy" in service.get("deploy", {})
+    ] == []
 
 
 # Files that exist only with a task queue; `task_queue=none` renders none of them.

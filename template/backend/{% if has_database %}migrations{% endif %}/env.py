@@ -10,11 +10,19 @@ from sqlalchemy.pool import NullPool
 
 import app.models  # noqa: F401  (registers every model on the metadata)
 from app.core.config import Settings
+from app.core.logging import configure_logging
 from app.db.base import Base
 
 config = context.config
-if config.config_file_name is not None:
-    fileConfig(config.config_file_name, disable_existing_loggers=False)
+settings = Settings()
+if context.is_offline_mode():
+    # `--sql` writes the script to stdout: the log goes to stderr, as alembic.ini says.
+    if config.config_file_name is not None:
+        fileConfig(config.config_file_name, disable_existing_loggers=False)
+else:
+    # As the service logs (JSON in production), so a release's migration lines reach
+    # the same pipeline.
+    configure_logging(settings.LOG_LEVEL, settings.log_format)
 
 target_metadata = Base.metadata
 
@@ -22,7 +30,7 @@ target_metadata = Base.metadata
 def _url() -> str:
     # An explicit `-x url=...` wins, then DATABASE_URL as the service reads it.
     return (
-        context.get_x_argument(as_dictionary=True).get("url") or Settings().DATABASE_URL
+        context.get_x_argument(as_dictionary=True).get("url") or settings.DATABASE_URL
     )
 
 

@@ -10,6 +10,7 @@ traffic before.
 import asyncio
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -23,11 +24,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from app.core.config import Settings
+from app.core.logging import configure_logging
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 POLL_SECONDS = 1.0
 
-logger = logging.getLogger(__name__)
+# Named for the module also when run as `python -m`, where `__name__` is `__main__`.
+logger = logging.getLogger("app.db.wait_for_migrations")
 
 
 def is_migrated(script: ScriptDirectory, current: set[str]) -> bool:
@@ -58,20 +61,30 @@ async def current_revisions(url: str) -> set[str]:
 
 
 async def wait(url: str, script: ScriptDirectory) -> None:
+    # Logged when the reason to wait changes, not at every poll.
+    reported: tuple[str, str] | None = None
     while True:
         try:
             if is_migrated(script, await current_revisions(url)):
                 return
-            logger.info("waiting for migrations %s", ", ".join(script.get_heads()))
+            reason = ("waiting for migrations %s", ", ".join(script.get_heads()))
         except (OSError, SQLAlchemyError) as error:
-            logger.info("waiting for the database: %s", error)
+            reason = ("waiting for the database: %s", str(error))
+        if reason != reported:
+            logger.info(*reason)
+            reported = reason
         await asyncio.sleep(POLL_SECONDS)
 
 
 def main(command: list[str]) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    settings = Settings()
+    # As the service logs (JSON in production), so these lines reach the same pipeline.
+    configure_logging(settings.LOG_LEVEL, settings.log_format)
     script = ScriptDirectory.from_config(Config(ALEMBIC_INI))
-    asyncio.run(wait(Settings().DATABASE_URL, script))
+    asyncio.run(wait(settings.DATABASE_URL, script))
+    logger.info(
+        "the database holds this release's schema: starting %s", shlex.join(command)
+    )
     # The command replaces this process, so the server gets the signals directly.
     os.execvp(command[0], command)  # noqa: S606
 
