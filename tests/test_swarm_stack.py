@@ -4,12 +4,14 @@ environment value, command or healthcheck."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 
 import pytest
 import yaml
 from docker_support import SERVER_DATABASES
+from test_k8s import compose_production
 from test_worker import DEFAULT_SHUTDOWN_WAIT, HEARTBEAT, WORKER_COMMAND, seconds
 
 from conftest import ANSWER_MATRIX, DEFAULT_TASK_QUEUE, matrix_id, run
@@ -159,3 +161,32 @@ def test_the_backend_gets_a_cpu_and_memory_for_each_worker_in_compose_and_swarm(
     limits = resources["limits"]
     assert float(limits["cpus"]) == workers
     assert int(limits["memory"].removesuffix("M")) >= (workers + 1) * PROCESS_MB
+
+
+# redis.conf's memory units: "mb" is 1024 * 1024 bytes.
+REDIS_UNITS = {"kb": 1024, "mb": 1024**2, "gb": 1024**3}
+
+
+def redis_bytes(value: str) -> int:
+    number = re.fullmatch(r"(\d+)(kb|mb|gb)?", value.lower())
+    assert number, value
+    return int(number[1]) * REDIS_UNITS.get(number[2], 1)
+
+
+@by_queue_answers
+def test_redis_refuses_new_jobs_well_below_its_memory_limit_in_compose_and_swarm(render, answers):
+    """README: Redis stops at its maxmemory, refusing writes (noeviction), with half of
+    its container's limit left for what the container holds beyond Redis' data; without
+    maxmemory the kernel kills it at the limit instead."""
+    project = render(**answers)
+    stack = stack_config(project, BACKEND_TAG="1.0.0")["services"]["redis"]
+    compose = compose_production(project)["redis"]
+    swarm_command = stack["command"][-1].split("<<")[0].split()
+    for command, deploy in [
+        (compose["command"], compose["deploy"]),
+        (swarm_command, stack["deploy"]),
+    ]:
+        settings = {word: value for word, value in itertools.pairwise(command) if word[:2] == "--"}
+        assert settings["--maxmemory-policy"] == "noeviction"
+        limit = int(deploy["resources"]["limits"]["memory"])
+        assert 0 < redis_bytes(settings["--maxmemory"]) <= limit / 2

@@ -7,8 +7,11 @@ The Docker tests share one stack, in the order written: each leaves it running.
 
 from __future__ import annotations
 
+import json
 import re
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +28,7 @@ from docker_support import (
     http,
     inspect,
     wait_healthy,
+    wait_until,
 )
 from test_k8s import build, compose_production, environment_names
 from test_observability import METRICS_PORT, dashboard, query_series
@@ -253,9 +257,12 @@ def logs(stack: Stack, service: str) -> str:
     return stack.compose("logs", "--no-log-prefix", service).stdout
 
 
+def redis_cli(stack: Stack, *command: str) -> str:
+    return run("docker", "exec", stack.container("redis"), "redis-cli", *command).stdout
+
+
 def unacknowledged(stack: Stack) -> int:
-    out = run("docker", "exec", stack.container("redis"), "redis-cli", "XPENDING", "jobs", "jobs")
-    return int(out.stdout.split()[0])
+    return int(redis_cli(stack, "XPENDING", "jobs", "jobs").split()[0])
 
 
 @pytest.mark.docker
@@ -334,6 +341,105 @@ def test_after_a_redis_restart_new_jobs_run_and_old_results_remain(queue_stack: 
     assert finished(queue_stack, earlier)["result"] == 3
     later = enqueue(queue_stack, "after the restart, once reconnected")
     assert finished(queue_stack, later)["result"] == 5
+
+
+@pytest.mark.docker
+def test_the_worker_deletes_finished_jobs_from_the_stream(queue_stack: Stack) -> None:
+    jobs = [enqueue(queue_stack, f"job {n}") for n in range(20)]
+    for job_id in jobs:
+        assert finished(queue_stack, job_id)["status"] == "succeeded"
+    # Acknowledged, then deleted at the worker's next pass: the stream stays bounded.
+    wait_until(lambda: redis_cli(queue_stack, "XLEN", "jobs").strip() == "0", "an empty stream")
+
+
+def post_job(stack: Stack, text: str) -> tuple[int, Any, Any]:
+    """POST /api/jobs: the status, the JSON body and the headers."""
+    request = urllib.request.Request(
+        api(stack),
+        data=json.dumps({"text": text}).encode(),
+        headers={"Content-Type": "application/json", "Idempotency-Key": str(uuid.uuid4())},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read()), response.headers
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), error.headers
+
+
+# The largest job text the API takes: 100 000 characters.
+LARGEST_TEXT = "word " * 20_000
+
+
+@pytest.mark.docker
+def test_a_full_redis_refuses_new_jobs_with_a_503_keeps_the_queued_ones_and_recovers(
+    queue_stack: Stack,
+) -> None:
+    maxmemory = redis_cli(queue_stack, "CONFIG", "GET", "maxmemory").split()[1]
+    assert int(maxmemory) > 0, "Redis has no ceiling of its own: the kernel kills it instead"
+    # Jobs stay queued while no worker reads them.
+    queue_stack.compose("stop", "worker")
+    used = re.search(r"used_memory:(\d+)", redis_cli(queue_stack, "INFO", "memory"))
+    assert used
+    # Room left for a few dozen of the largest jobs.
+    redis_cli(queue_stack, "CONFIG", "SET", "maxmemory", str(int(used[1]) + 4 * 1024**2))
+    accepted: list[str] = []
+    try:
+        for _ in range(500):
+            status, body, headers = post_job(queue_stack, LARGEST_TEXT)
+            if status != 202:
+                break
+            accepted.append(body["id"])
+        assert status == 503, body
+        assert body["detail"].startswith("task queue unavailable"), body
+        assert int(headers["Retry-After"]) > 0
+    finally:
+        redis_cli(queue_stack, "CONFIG", "SET", "maxmemory", maxmemory)
+    assert accepted, "Redis was full before the first job"
+    status, body, _ = post_job(queue_stack, "room again")
+    assert status == 202, body
+    queue_stack.compose("start", "worker")
+    # Every job taken before Redis was full runs: none was dropped to make room.
+    for job_id in [*accepted, body["id"]]:
+        assert finished(queue_stack, job_id)["status"] == "succeeded"
+
+
+def ancestors(parents: dict[str, str], pid: str) -> list[str]:
+    chain = []
+    while pid in parents:
+        pid = parents[pid]
+        chain.append(pid)
+    return chain
+
+
+@pytest.mark.docker
+def test_a_worker_whose_loop_is_stuck_exits_and_is_restarted(queue_stack: Stack) -> None:
+    worker = queue_stack.container("worker")
+    wait_healthy(worker)
+    restarts = inspect("container", worker)["RestartCount"]
+    top = run("docker", "top", worker, "-eo", "pid,ppid,args").stdout.splitlines()[1:]
+    parents = {pid: ppid for pid, ppid, _ in (row.split(None, 2) for row in top)}
+    commands = {pid: args for pid, _, args in (row.split(None, 2) for row in top)}
+
+    def is_worker_command(pid: str) -> bool:
+        return commands.get(pid, "").split()[1:] == WORKER_COMMAND[1:]
+
+    # The worker command's first process supervises; every process below it (the one
+    # running the jobs' event loop among them) is stopped, as a blocked loop stops.
+    (supervisor,) = [
+        pid for pid in commands if is_worker_command(pid) and not is_worker_command(parents[pid])
+    ]
+    below = [pid for pid in commands if supervisor in ancestors(parents, pid)]
+    assert below
+    run("kill", "-STOP", *below)
+    wait_until(
+        lambda: inspect("container", worker)["RestartCount"] > restarts,
+        "the stuck worker exited and was restarted",
+        timeout=120,
+    )
+    assert "event loop has not run for" in logs(queue_stack, "worker")
+    wait_healthy(worker)
+    job_id = enqueue(queue_stack, "after the restart")
+    assert finished(queue_stack, job_id)["result"] == 3
 
 
 # Run in the backend container, with the app's own broker. ENQUEUE puts no-op jobs on

@@ -4,6 +4,7 @@ re-queued, then exits."""
 
 import asyncio
 import logging
+from threading import Thread
 
 from redis.asyncio import Redis
 from taskiq.cli.worker.args import WorkerArgs
@@ -11,6 +12,7 @@ from taskiq.cli.worker.run import run_worker
 
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
+from app.jobs import heartbeat
 from app.jobs.broker import REDIS_FAULTS, connection_options
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ def main() -> int | None:
             f"--log-level={settings.LOG_LEVEL}",
         ]
     )
+    Thread(target=heartbeat.watch, name="heartbeat-watchdog", daemon=True).start()
     return run_worker(args)
 
 

@@ -11,10 +11,12 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 from taskiq import SmartRetryMiddleware, TaskiqEvents, TaskiqMiddleware, TaskiqState
+from taskiq.exceptions import SendTaskError
 from taskiq.kicker import AsyncKicker
 from taskiq.message import TaskiqMessage
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
@@ -27,9 +29,11 @@ from app.jobs.metrics import JobMetricsMiddleware
 QUEUE = "jobs"
 # Seconds a worker's read waits for a new job before it asks again.
 READ_BLOCK = 2
-# What a Redis that is down or does not answer in time raises; the bounds' TimeoutError
-# is an OSError.
-REDIS_FAULTS = (RedisError, OSError)
+# What a Redis that is down, full or does not answer in time raises; the bounds'
+# TimeoutError is an OSError, and taskiq wraps what enqueuing a job raises.
+REDIS_FAULTS = (RedisError, OSError, SendTaskError)
+# Seconds between two passes of the worker that delete acknowledged jobs from the queue.
+TRIM_INTERVAL = 10.0
 
 
 class BackoffRetryMiddleware(SmartRetryMiddleware):
@@ -72,6 +76,45 @@ def connection_options(settings: Settings) -> dict[str, Any]:
         "socket_timeout": settings.REDIS_TIMEOUT + READ_BLOCK,
         "retry": Retry(ExponentialBackoff(cap=1, base=0.1), 3),
     }
+
+
+def _stream_id(entry_id: bytes) -> tuple[int, int]:
+    milliseconds, sequence = entry_id.split(b"-")
+    return int(milliseconds), int(sequence)
+
+
+async def trim_acknowledged(redis: Redis, stream: str) -> int:
+    """Deletes the entries of `stream` that every consumer group has read and
+    acknowledged, and returns how many: acknowledging a job leaves its entry in the
+    stream, which would otherwise grow for good. An entry a group has yet to read or
+    to acknowledge is never deleted."""
+    oldest_kept = []
+    for group in await redis.xinfo_groups(stream):
+        pending = await redis.xpending(stream, group["name"])
+        if pending["pending"]:
+            oldest_kept.append(_stream_id(pending["min"]))
+        else:
+            # Every entry up to the last one delivered is acknowledged.
+            milliseconds, sequence = _stream_id(group["last-delivered-id"])
+            oldest_kept.append((milliseconds, sequence + 1))
+    if not oldest_kept:
+        return 0
+    milliseconds, sequence = min(oldest_kept)
+    # Exact, not approximate (~), so no acknowledged entry outlives a pass.
+    trimmed: int = await redis.xtrim(
+        stream, minid=f"{milliseconds}-{sequence}", approximate=False
+    )
+    return trimmed
+
+
+async def keep_trimmed() -> None:
+    """Trims the queue every TRIM_INTERVAL seconds, for as long as the worker runs."""
+    while True:
+        # Redis down or full: the next pass trims what this one could not.
+        with contextlib.suppress(*REDIS_FAULTS):
+            async with Redis(connection_pool=broker.connection_pool) as redis:
+                await trim_acknowledged(redis, broker.queue_name)
+        await asyncio.sleep(TRIM_INTERVAL)
 
 
 def middlewares(settings: Settings) -> list[TaskiqMiddleware]:
@@ -120,13 +163,15 @@ async def _start_worker(state: TaskiqState) -> None:
     settings = get_settings()
     configure_logging(settings.LOG_LEVEL, settings.log_format)
     state.heartbeat = asyncio.create_task(beat())
+    state.trimming = asyncio.create_task(keep_trimmed())
 
 
 @broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
-async def _stop_heartbeat(state: TaskiqState) -> None:
-    state.heartbeat.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await state.heartbeat
+async def _stop_background_tasks(state: TaskiqState) -> None:
+    for task in (state.heartbeat, state.trimming):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class QueueClient:
