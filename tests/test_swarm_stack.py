@@ -150,9 +150,7 @@ PROCESS_MB = 40
 
 
 @pytest.mark.parametrize("workers", [1, 3, 8])
-def test_the_backend_gets_a_cpu_and_memory_for_each_worker_in_compose_and_swarm(
-    render, workers
-):
+def test_the_backend_gets_a_cpu_and_memory_for_each_worker_in_compose_and_swarm(render, workers):
     project = render(workers=workers)
     compose = yaml.safe_load((project / "docker-compose.production.yml").read_text())
     stack = yaml.safe_load((project / STACK).read_text())
