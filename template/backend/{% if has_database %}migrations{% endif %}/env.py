@@ -1,6 +1,7 @@
 """Alembic environment: runs migrations over the application's async engine."""
 
 import asyncio
+import sys
 from logging.config import fileConfig
 
 from alembic import context
@@ -21,8 +22,9 @@ if context.is_offline_mode():
         fileConfig(config.config_file_name, disable_existing_loggers=False)
 else:
     # As the service logs (JSON in production), so a release's migration lines reach
-    # the same pipeline.
-    configure_logging(settings.LOG_LEVEL, settings.log_format)
+    # the same pipeline; on stderr, as alembic.ini had them, since commands such as
+    # `alembic current` answer on stdout.
+    configure_logging(settings.LOG_LEVEL, settings.log_format, sys.stderr)
 
 target_metadata = Base.metadata
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
@@ -102,9 +102,12 @@ class _AppHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler this module installs, so reconfiguring replaces only it."""
 
 
-def configure_logging(level: str, fmt: Literal["text", "json"]) -> None:
-    """Send all records, the server's included, through one stdout handler."""
-    handler = _AppHandler(sys.stdout)
+def configure_logging(
+    level: str, fmt: Literal["text", "json"], stream: TextIO | None = None
+) -> None:
+    """Send all records, the server's included, through one handler, writing to
+    `stream` (stdout unless given)."""
+    handler = _AppHandler(stream or sys.stdout)
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(
         JsonFormatter() if fmt == "json" else TextFormatter(TEXT_FORMAT)
