@@ -26,6 +26,7 @@ from taskiq.exceptions import SendTaskError
 from taskiq.kicker import AsyncKicker
 from taskiq.message import TaskiqMessage
 from taskiq.receiver import Receiver
+from taskiq.utils import maybe_awaitable
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
 from app.core.config import Settings, get_settings
@@ -82,8 +83,15 @@ class ResultFirstReceiver(Receiver):
         self, message: bytes | AckableMessage, raise_err: bool = False
     ) -> None:
         # Told to raise, taskiq logs the failed write and skips the acknowledgement.
-        with contextlib.suppress(*REDIS_FAULTS):
+        try:
             await super().callback(message, raise_err=True)
+        except REDIS_FAULTS:
+            pass
+        except Exception:
+            # Logged by taskiq. A result that cannot be stored at all (it does not
+            # serialize) never will be: acknowledged, as taskiq does, not run for good.
+            if isinstance(message, AckableMessage):
+                await maybe_awaitable(message.ack())
 
 
 def connection_options(settings: Settings) -> dict[str, Any]:
