@@ -50,11 +50,17 @@ def main() -> int | None:
             f"--max-async-tasks={settings.WORKER_CONCURRENCY}",
             f"--wait-tasks-timeout={settings.worker_shutdown_timeout}",
             "--ack-type=when_saved",
+            "--receiver=app.jobs.broker:ResultFirstReceiver",
             "--no-configure-logging",
             f"--log-level={settings.LOG_LEVEL}",
         ]
     )
-    Thread(target=heartbeat.watch, name="heartbeat-watchdog", daemon=True).start()
+    # A job that blocks the loop (which JOB_TIMEOUT cannot cancel) up to JOB_TIMEOUT
+    # is slow, not stuck: the worker is ended only once the loop is silent for longer.
+    watch = {"stale_after": settings.JOB_TIMEOUT + heartbeat.STALE_AFTER}
+    Thread(
+        target=heartbeat.watch, kwargs=watch, name="heartbeat-watchdog", daemon=True
+    ).start()
     return run_worker(args)
 
 

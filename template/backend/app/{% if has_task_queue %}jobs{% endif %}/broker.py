@@ -15,10 +15,18 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
-from taskiq import SmartRetryMiddleware, TaskiqEvents, TaskiqMiddleware, TaskiqState
+from taskiq import (
+    AckableMessage,
+    SmartRetryMiddleware,
+    TaskiqEvents,
+    TaskiqMiddleware,
+    TaskiqState,
+)
 from taskiq.exceptions import SendTaskError
 from taskiq.kicker import AsyncKicker
 from taskiq.message import TaskiqMessage
+from taskiq.receiver import Receiver
+from taskiq.utils import maybe_awaitable
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
 from app.core.config import Settings, get_settings
@@ -64,6 +72,26 @@ class BackoffRetryMiddleware(SmartRetryMiddleware):
     ) -> None:
         await asyncio.sleep(delay)
         await kicker.kiq(*message.args, **message.kwargs)
+
+
+class ResultFirstReceiver(Receiver):
+    """taskiq's receiver, except that a job whose result Redis refused (full, or away)
+    stays unacknowledged instead of being acknowledged without it: another worker
+    claims it after the claim delay and runs it again, until its result is stored."""
+
+    async def callback(
+        self, message: bytes | AckableMessage, raise_err: bool = False
+    ) -> None:
+        # Told to raise, taskiq logs the failed write and skips the acknowledgement.
+        try:
+            await super().callback(message, raise_err=True)
+        except REDIS_FAULTS:
+            pass
+        except Exception:
+            # Logged by taskiq. A result that cannot be stored at all (it does not
+            # serialize) never will be: acknowledged, as taskiq does, not run for good.
+            if isinstance(message, AckableMessage):
+                await maybe_awaitable(message.ack())
 
 
 def connection_options(settings: Settings) -> dict[str, Any]:

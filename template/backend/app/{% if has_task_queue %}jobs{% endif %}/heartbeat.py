@@ -1,5 +1,6 @@
 """The worker's liveness: its event loop touches a file; the healthcheck reads its age,
-and a watchdog in the worker's supervising process ends the worker once it is stale.
+and a watchdog in the worker's supervising process ends the worker once the loop has
+been silent for longer than any job may hold it.
 
 Kept free of heavy imports, so `python -m app.jobs.heartbeat` (the container's
 healthcheck and the Kubernetes probe) starts in a fraction of a second.
@@ -25,7 +26,10 @@ logger = logging.getLogger(__name__)
 async def beat(path: Path = HEARTBEAT_FILE, interval: float = INTERVAL) -> None:
     """Touch `path` every `interval` seconds for as long as the event loop runs."""
     while True:
-        await asyncio.to_thread(path.touch)
+        # On the loop itself (microseconds on tmpfs), not through its thread pool:
+        # jobs that fill the pool with blocking work must not make a running loop
+        # look stuck.
+        path.touch()  # noqa: ASYNC240
         await asyncio.sleep(interval)
 
 
@@ -64,6 +68,8 @@ def watch(
             )
             for worker in multiprocessing.active_children():
                 worker.kill()
+                # Reaped before its supervisor exits, not left to end after it.
+                worker.join(timeout=interval)
             # sys.exit in a thread would end the thread alone.
             os._exit(1)
 

@@ -1,6 +1,12 @@
 """The jobs the worker runs. Each gets retries with backoff and a timeout per attempt
 (app.jobs.broker, JOB_* settings); a job is enqueued with its id, so the web side can
-make a repeated request return the same job."""
+make a repeated request return the same job.
+
+A job must not block the event loop, which every job of the worker and its heartbeat
+share: blocking work goes to `asyncio.to_thread`, or into a plain `def` job (run in
+taskiq's thread pool). A job holding the loop for JOB_TIMEOUT + 15 s gets the worker
+ended (app.jobs.heartbeat).
+"""
 
 import asyncio
 import logging
