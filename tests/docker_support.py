@@ -16,6 +16,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,26 @@ def inspect(kind: str, name: str) -> Any:
     return json.loads(run("docker", kind, "inspect", name).stdout)[0]
 
 
+def http_response(
+    url: str,
+    method: str = "GET",
+    body: Any = None,
+    timeout: float = 10,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any, Message]:
+    """The status, the JSON body (None if empty) and the headers of a JSON request."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None, response.headers
+    except urllib.error.HTTPError as error:
+        raw = error.read()
+        return error.code, json.loads(raw) if raw else None, error.headers
+
+
 def http(
     url: str,
     method: str = "GET",
@@ -136,16 +157,8 @@ def http(
     timeout: float = 10,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as error:
-        raw = error.read()
-        return error.code, json.loads(raw) if raw else None
+    status, answer, _ = http_response(url, method, body, timeout, headers)
+    return status, answer
 
 
 def wait_until(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:

@@ -7,13 +7,11 @@ The Docker tests share one stack, in the order written: each leaves it running.
 
 from __future__ import annotations
 
-import json
 import re
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
+from email.message import Message
 from typing import Any
 
 import pytest
@@ -26,6 +24,7 @@ from docker_support import (
     compose_stack,
     host_port,
     http,
+    http_response,
     inspect,
     wait_healthy,
     wait_until,
@@ -352,18 +351,10 @@ def test_the_worker_deletes_finished_jobs_from_the_stream(queue_stack: Stack) ->
     wait_until(lambda: redis_cli(queue_stack, "XLEN", "jobs").strip() == "0", "an empty stream")
 
 
-def post_job(stack: Stack, text: str) -> tuple[int, Any, Any]:
+def post_job(stack: Stack, text: str) -> tuple[int, Any, Message]:
     """POST /api/jobs: the status, the JSON body and the headers."""
-    request = urllib.request.Request(
-        api(stack),
-        data=json.dumps({"text": text}).encode(),
-        headers={"Content-Type": "application/json", "Idempotency-Key": str(uuid.uuid4())},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read()), response.headers
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read()), error.headers
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    return http_response(api(stack), "POST", {"text": text}, timeout=30, headers=key)
 
 
 # The largest job text the API takes: 100 000 characters.
